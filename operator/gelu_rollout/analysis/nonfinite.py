@@ -1,0 +1,82 @@
+"""Non-finite outputs: NaN or Inf from the candidate.
+
+With the default tolerance of zero per million, any non-finite output fails
+at once: a healthy GELU never produces one, so no statistics are needed and
+no alpha is spent. A positive tolerance turns this into a sequential test of
+the non-finite rate, like the error-rate gate's.
+"""
+
+from __future__ import annotations
+
+import math
+
+from gelu_rollout.analysis.observations import StepEvidence
+from gelu_rollout.analysis.sequential import binomial_log_evalue
+from gelu_rollout.analysis.verdict import GateResult, Verdict
+
+GATE = "nonFinite"
+
+
+def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: float) -> GateResult:
+    count = evidence.candidate.nonfinite
+    outputs = evidence.candidate.outputs + count
+    per_million = count / outputs * 1e6 if outputs > 0 else 0.0
+    if max_per_million <= 0:
+        if count > 0:
+            return GateResult(
+                GATE,
+                Verdict.FAIL,
+                count,
+                0.0,
+                outputs,
+                evidence.seconds,
+                f"candidate produced {count:.0f} non-finite outputs (NaN/Inf); none are allowed",
+                critical=True,
+            )
+    else:
+        log_e = binomial_log_evalue(count, outputs, max_per_million / 1e6)
+        if log_e >= math.log(1.0 / alpha):
+            return GateResult(
+                GATE,
+                Verdict.FAIL,
+                per_million,
+                max_per_million,
+                outputs,
+                evidence.seconds,
+                f"candidate non-finite rate {per_million:.1f} per million is confidently above "
+                f"{max_per_million:g}",
+                critical=True,
+            )
+    if outputs <= 0:
+        return GateResult(
+            GATE,
+            Verdict.INCONCLUSIVE,
+            None,
+            max_per_million,
+            0.0,
+            evidence.seconds,
+            "no candidate outputs observed yet",
+            critical=True,
+        )
+    if per_million > max_per_million:
+        return GateResult(
+            GATE,
+            Verdict.INCONCLUSIVE,
+            per_million,
+            max_per_million,
+            outputs,
+            evidence.seconds,
+            f"{per_million:.1f} non-finite per million, above {max_per_million:g} but not yet "
+            "significant",
+            critical=True,
+        )
+    return GateResult(
+        GATE,
+        Verdict.PASS,
+        per_million if max_per_million > 0 else count,
+        max_per_million,
+        outputs,
+        evidence.seconds,
+        f"{count:.0f} non-finite outputs in {outputs:.0f}",
+        critical=True,
+    )

@@ -1,0 +1,234 @@
+"""What the observers report each tick, and what the gates accumulate from it.
+
+Observers (the Prometheus adapter, the benchmark's scenario replay) report
+increments since the previous observation, plus the sliding windows the
+burn-rate check needs. The evidence of a step is the running total of those
+increments; it is plain data so that it can be stored in the resource's status
+and survive an operator restart.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WindowCounts:
+    """Requests and failures over one sliding window ending now."""
+
+    requests: float
+    failures: float
+
+
+@dataclass(frozen=True)
+class ArmObservation:
+    """One arm (baseline or candidate) over the last interval.
+
+    ``histogram`` holds per-bucket increments of the model's output histogram
+    (not Prometheus' le-cumulative form); ``windows`` maps a window length in
+    seconds to the counts over that window.
+    """
+
+    requests: float
+    failures: float
+    nonfinite: float
+    histogram: tuple[float, ...]
+    p99_ms: float | None
+    windows: Mapping[float, WindowCounts] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ArmTotals:
+    """Running totals of one arm over the current step."""
+
+    requests: float = 0.0
+    failures: float = 0.0
+    nonfinite: float = 0.0
+    histogram: tuple[float, ...] = ()
+
+    def add(self, observation: ArmObservation) -> ArmTotals:
+        histogram = observation.histogram
+        if self.histogram:
+            if len(self.histogram) != len(histogram):
+                raise ValueError(
+                    f"histogram has {len(histogram)} buckets, "
+                    f"earlier ticks had {len(self.histogram)}"
+                )
+            histogram = tuple(a + b for a, b in zip(self.histogram, histogram, strict=True))
+        return ArmTotals(
+            requests=self.requests + observation.requests,
+            failures=self.failures + observation.failures,
+            nonfinite=self.nonfinite + observation.nonfinite,
+            histogram=histogram,
+        )
+
+    @property
+    def outputs(self) -> float:
+        return sum(self.histogram)
+
+
+@dataclass(frozen=True)
+class WeightedMoments:
+    """Inverse-variance weighted sums of a per-tick statistic.
+
+    Each sample x comes with a weight w = 1 / (its modelled variance); the
+    weighted mean is the best linear estimate, ``weight`` its information, and
+    ``dispersion`` how much noisier the samples are than modelled.
+    """
+
+    n: int = 0
+    weight: float = 0.0
+    total: float = 0.0
+    total_sq: float = 0.0
+
+    def add(self, x: float, w: float) -> WeightedMoments:
+        return WeightedMoments(
+            self.n + 1, self.weight + w, self.total + w * x, self.total_sq + w * x * x
+        )
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.weight if self.weight > 0 else math.nan
+
+    @property
+    def dispersion(self) -> float:
+        """Pearson estimate of (actual / modelled) variance; NaN below two samples."""
+        if self.n < 2 or self.weight <= 0:
+            return math.nan
+        residual = max(self.total_sq - self.total**2 / self.weight, 0.0)
+        return residual / (self.n - 1)
+
+
+@dataclass(frozen=True)
+class StepEvidence:
+    """Everything the gates judge a step on, accumulated tick by tick."""
+
+    ticks: int = 0
+    seconds: float = 0.0
+    baseline: ArmTotals = ArmTotals()
+    candidate: ArmTotals = ArmTotals()
+    # log(candidate P99 / baseline P99) per tick, clipped; ticks after warm-up only.
+    latency_ratio: WeightedMoments = WeightedMoments()
+    # log(candidate P99 / ceiling) per tick, clipped above; ticks after warm-up only.
+    latency_ceiling: WeightedMoments = WeightedMoments()
+
+    def to_dict(self) -> dict[str, Any]:
+        def arm(t: ArmTotals) -> dict[str, Any]:
+            return {
+                "requests": t.requests,
+                "failures": t.failures,
+                "nonfinite": t.nonfinite,
+                "histogram": list(t.histogram),
+            }
+
+        def moments(m: WeightedMoments) -> list[float]:
+            return [m.n, m.weight, m.total, m.total_sq]
+
+        return {
+            "ticks": self.ticks,
+            "seconds": self.seconds,
+            "baseline": arm(self.baseline),
+            "candidate": arm(self.candidate),
+            "latencyRatio": moments(self.latency_ratio),
+            "latencyCeiling": moments(self.latency_ceiling),
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any] | None) -> StepEvidence:
+        """Read back what ``to_dict`` wrote; anything unreadable starts afresh."""
+        if not data:
+            return StepEvidence()
+        try:
+
+            def arm(d: Mapping[str, Any]) -> ArmTotals:
+                return ArmTotals(
+                    float(d["requests"]),
+                    float(d["failures"]),
+                    float(d["nonfinite"]),
+                    tuple(float(x) for x in d["histogram"]),
+                )
+
+            def moments(v: list[float]) -> WeightedMoments:
+                return WeightedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]))
+
+            return StepEvidence(
+                ticks=int(data["ticks"]),
+                seconds=float(data["seconds"]),
+                baseline=arm(data["baseline"]),
+                candidate=arm(data["candidate"]),
+                latency_ratio=moments(data["latencyRatio"]),
+                latency_ceiling=moments(data["latencyCeiling"]),
+            )
+        except (KeyError, TypeError, ValueError, IndexError):
+            return StepEvidence()
+
+
+# A per-tick P99 estimated from n requests has a log-scale standard error of
+# about LATENCY_NOISE_SCALE / sqrt(n) (the sample-quantile variance of a
+# log-normal latency with a log-spread near 0.5); LATENCY_NOISE_FLOOR covers
+# what does not shrink with traffic (load drift, scrape timing). Ticks are
+# weighted by the inverse of that variance; the latency gates then scale it by
+# the dispersion they actually see.
+LATENCY_NOISE_SCALE = 2.0
+LATENCY_NOISE_FLOOR = 0.03
+
+
+def latency_clip(max_regression: float) -> float:
+    """Per-tick log-ratio clip: a blip (cold start, restart, GC pause) moves the
+    mean by at most this, and clipping a symmetric error pulls it towards zero,
+    which keeps the test conservative. Wide enough to leave faults of a few
+    times the tolerance unclipped."""
+    return max(4.0 * math.log1p(max_regression), 0.3)
+
+
+def _clipped_log_ratio(
+    numerator: float, denominator: float, clip: float, *, clip_below: bool = True
+) -> float:
+    ratio = math.log(max(numerator, 1e-9) / max(denominator, 1e-9))
+    return max(-clip, min(clip, ratio)) if clip_below else min(clip, ratio)
+
+
+def _latency_weight(*requests: float) -> float:
+    variance = LATENCY_NOISE_SCALE**2 * sum(1.0 / max(n, 1.0) for n in requests)
+    return 1.0 / (variance + LATENCY_NOISE_FLOOR**2)
+
+
+def accumulate(
+    evidence: StepEvidence,
+    baseline: ArmObservation,
+    candidate: ArmObservation,
+    *,
+    interval_seconds: float,
+    latency_ceiling_ms: float,
+    latency_clip: float,
+    warm: bool,
+) -> StepEvidence:
+    """Add one tick to a step's evidence. ``warm``: latency samples count (past warm-up)."""
+    latency_ratio = evidence.latency_ratio
+    latency_ceiling = evidence.latency_ceiling
+    if warm and candidate.p99_ms is not None and candidate.requests > 0:
+        latency_ceiling = latency_ceiling.add(
+            # Only blips above the ceiling are clipped: clipping from one side
+            # lowers the mean, so the ceiling test stays conservative.
+            _clipped_log_ratio(
+                candidate.p99_ms, latency_ceiling_ms, latency_clip, clip_below=False
+            ),
+            _latency_weight(candidate.requests),
+        )
+        if baseline.p99_ms is not None and baseline.requests > 0:
+            latency_ratio = latency_ratio.add(
+                _clipped_log_ratio(candidate.p99_ms, baseline.p99_ms, latency_clip),
+                _latency_weight(candidate.requests, baseline.requests),
+            )
+    return replace(
+        evidence,
+        ticks=evidence.ticks + 1,
+        seconds=evidence.seconds + interval_seconds,
+        baseline=evidence.baseline.add(baseline),
+        candidate=evidence.candidate.add(candidate),
+        latency_ratio=latency_ratio,
+        latency_ceiling=latency_ceiling,
+    )

@@ -1,0 +1,90 @@
+"""Our own policy in the benchmark: the rollout state machine, driven tick by tick."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from gelu_rollout.analysis.burn_rate import required_window_seconds
+from gelu_rollout.bench.policies.base import Outcome
+from gelu_rollout.bench.replay import Replay
+from gelu_rollout.bench.scenario import Scenario
+from gelu_rollout.rollout.actions import Promote, Rollback
+from gelu_rollout.rollout.decide import Decision, decide
+from gelu_rollout.rollout.evaluate import step_burn_windows
+from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.spec import RolloutSpec, parse_spec
+from gelu_rollout.spec.status import RolloutStatus, Stage
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def spec_for(scenario: Scenario, analysis: dict[str, Any] | None = None) -> RolloutSpec:
+    """The spec a user would write for the scenario's plan and SLO, defaults elsewhere."""
+    tick = round(scenario.tick_seconds)
+    return parse_spec(
+        {
+            "model": {"name": "gelu-mlp"},
+            "baseline": {"variant": "exact"},
+            "candidate": {"variant": "tanh"},
+            "traffic": {
+                "steps": [
+                    {"weight": s.weight, "analysisSeconds": s.ticks * tick} for s in scenario.steps
+                ]
+            },
+            "analysis": {
+                "intervalSeconds": tick,
+                "slo": {
+                    "availability": scenario.availability_slo,
+                    "latencyP99Ms": scenario.latency_p99_ceiling_ms,
+                },
+                **(analysis or {}),
+            },
+        }
+    )
+
+
+class GeluRolloutPolicy:
+    name = "gelu-rollout"
+
+    def __init__(self, analysis: dict[str, Any] | None = None) -> None:
+        self.analysis = analysis or {}
+
+    def parameters(self) -> dict[str, object]:
+        return {
+            "spec.analysis": "defaults" if not self.analysis else self.analysis,
+            "method": "sequential tests (e-values, normal-mixture confidence sequences), "
+            "budget split per gate and step",
+        }
+
+    def run(self, scenario: Scenario) -> Outcome:
+        status = RolloutStatus()
+        for tick, decision in replay_decisions(scenario, spec_for(scenario, self.analysis)):
+            status = decision.status
+            for action in decision.actions:
+                if isinstance(action, Rollback):
+                    return Outcome("rollback", tick, status.message)
+                if isinstance(action, Promote):
+                    return Outcome("promote", tick, status.message)
+        return Outcome("stalled", None, status.message)
+
+
+def replay_decisions(scenario: Scenario, spec: RolloutSpec) -> Iterator[tuple[int, Decision]]:
+    """Each tick's decision as the scenario unfolds; tick -1 starts the rollout."""
+    replay = Replay(scenario, START)
+    decision = decide(
+        spec, RolloutStatus(), Observations(START, scenario.tick_seconds, None, None), START
+    )
+    yield -1, decision
+    for tick in range(len(replay)):
+        status = decision.status
+        if status.stage in (Stage.PROMOTED, Stage.ROLLED_BACK):
+            return
+        windows = required_window_seconds(step_burn_windows(spec, status.step_index))
+        baseline, candidate = replay.observe(tick, windows)
+        at = replay.at(tick)
+        decision = decide(
+            spec, status, Observations(at, scenario.tick_seconds, baseline, candidate), at
+        )
+        yield tick, decision

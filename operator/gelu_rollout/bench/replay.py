@@ -1,0 +1,48 @@
+"""Turn a scenario's ticks into the observations an observer would report each tick."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
+from gelu_rollout.bench.scenario import ArmDelta, Scenario, deltas
+
+
+class Replay:
+    """A scenario as a sequence of per-tick increments with sliding-window sums."""
+
+    def __init__(self, scenario: Scenario, start: datetime) -> None:
+        self.scenario = scenario
+        self.start = start
+        self.deltas: list[tuple[ArmDelta, ArmDelta]] = list(deltas(scenario))
+
+    def __len__(self) -> int:
+        return len(self.deltas)
+
+    def at(self, tick: int) -> datetime:
+        """When tick ``tick`` (0-based) ends."""
+        return self.start + timedelta(seconds=(tick + 1) * self.scenario.tick_seconds)
+
+    def _window(self, tick: int, seconds: float, arm: int) -> WindowCounts:
+        span = max(1, math.ceil(seconds / self.scenario.tick_seconds - 1e-9))
+        first = max(0, tick - span + 1)
+        chosen = [self.deltas[i][arm] for i in range(first, tick + 1)]
+        return WindowCounts(sum(d.requests for d in chosen), sum(d.failures for d in chosen))
+
+    def observe(self, tick: int, windows: Sequence[float]) -> tuple[ArmObservation, ArmObservation]:
+        """(baseline, candidate) at the end of ``tick`` with the given sliding windows."""
+        observed = []
+        for arm, delta in enumerate(self.deltas[tick]):
+            observed.append(
+                ArmObservation(
+                    requests=delta.requests,
+                    failures=delta.failures,
+                    nonfinite=delta.nonfinite,
+                    histogram=delta.histogram,
+                    p99_ms=delta.p99_ms if delta.requests > 0 else None,
+                    windows={w: self._window(tick, w, arm) for w in windows},
+                )
+            )
+        return observed[0], observed[1]

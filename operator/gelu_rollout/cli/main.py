@@ -1,0 +1,128 @@
+"""The ``gelu-rollout`` command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+
+from gelu_rollout.bench.scenario import ScenarioError, load_scenarios, save_scenarios
+from gelu_rollout.spec import SpecError, parse_spec
+
+app = typer.Typer(
+    name="gelu-rollout",
+    help="Canary rollouts of GELU model variants on Triton, promoted or rolled back on evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A GeluModelRollout manifest (YAML or JSON).")],
+) -> None:
+    """Check a GeluModelRollout manifest and print its spec with every default filled in."""
+    try:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    except (OSError, yaml.YAMLError) as error:
+        err.print(f"error: cannot read {path}: {error}")
+        raise typer.Exit(1) from None
+    if not documents:
+        err.print(f"error: {path} holds no document")
+        raise typer.Exit(1)
+    failed = False
+    for document in documents:
+        try:
+            spec = parse_spec(document)
+        except SpecError as error:
+            failed = True
+            name = (
+                (document.get("metadata") or {}).get("name", "?")
+                if isinstance(document, dict)
+                else "?"
+            )
+            err.print(f"error: {path} ({name}): {len(error.problems)} problem(s)\n{error}")
+            continue
+        out.print(yaml.safe_dump({"spec": spec.to_dict()}, sort_keys=False))
+    if failed:
+        raise typer.Exit(1)
+
+
+@bench_app.command("decisions")
+def bench_decisions(
+    scenarios: Annotated[
+        Path | None,
+        typer.Option(help="Run the scenario files (*.json) in this folder instead of generating."),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
+    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """False rollbacks, detection and delay: gelu-rollout vs Flagger- and Kayenta-style."""
+    from gelu_rollout.bench.decisions import benchmark
+    from gelu_rollout.bench.generate import generate_suite
+    from gelu_rollout.cli.render import print_bench_report
+
+    try:
+        suite = (
+            load_scenarios(scenarios)
+            if scenarios is not None
+            else generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+        )
+    except ScenarioError as error:
+        err.print(f"error: {error}")
+        raise typer.Exit(1) from None
+    report = benchmark(suite, workers=workers)
+    report["source"] = str(scenarios) if scenarios is not None else f"generated (seed {seed})"
+    print_bench_report(report, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        out.print(f"report written to {json_path}")
+
+
+@bench_app.command("scenarios")
+def bench_scenarios(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the scenario files into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
+    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+) -> None:
+    """Write the generated scenario suite as JSON files (docs/scenario-format.md)."""
+    from gelu_rollout.bench.generate import generate_suite
+
+    suite = generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+    save_scenarios(suite, directory)
+    out.print(f"{len(suite)} scenarios written to {directory}")
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        str, typer.Option(help="healthy, or a fault kind such as nan-burst or errors-10x.")
+    ] = "healthy",
+    seed: Annotated[int, typer.Option(help="Seed of the generated scenario.")] = 7,
+) -> None:
+    """Replay one generated rollout through the state machine and show its decisions."""
+    from gelu_rollout.cli.replay_demo import run_demo
+
+    try:
+        code = run_demo(scenario, seed, out)
+    except ValueError as error:
+        err.print(f"error: {error}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app(prog_name="gelu-rollout")

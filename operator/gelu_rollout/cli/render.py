@@ -1,0 +1,110 @@
+"""Tables for the terminal: benchmark reports and decision ledgers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gelu_rollout.spec.status import LedgerEntry
+
+SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("false_rollback_rate", "false rollbacks (healthy)", "pct"),
+    ("healthy_promoted_rate", "healthy promoted", "pct"),
+    ("healthy_stalled_rate", "healthy still waiting at the end", "pct"),
+    ("severe_detection_rate", "severe faults detected", "pct"),
+    ("moderate_detection_rate", "moderate faults detected", "pct"),
+    ("minor_detection_rate", "minor faults detected", "pct"),
+    ("median_delay_ticks_severe", "median delay, severe (ticks)", "num"),
+    ("p90_delay_ticks_severe", "P90 delay, severe (ticks)", "num"),
+    ("median_delay_ticks_moderate", "median delay, moderate (ticks)", "num"),
+    ("p90_delay_ticks_moderate", "P90 delay, moderate (ticks)", "num"),
+    ("faulty_promoted_rate", "faulty candidates promoted", "pct"),
+    ("rollback_before_onset", "faulty rolled back before onset", "int"),
+)
+
+
+def _cell(value: Any, kind: str) -> str:
+    if value is None:
+        return "-"
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "int":
+        return str(value)
+    return f"{value:.1f}"
+
+
+def print_bench_report(report: dict[str, Any], console: Console) -> None:
+    policies = report["policies"]
+    names = list(policies)
+    console.print(
+        f"[bold]Decision benchmark[/]: {report['scenarios']} scenarios "
+        f"({report['healthy']} healthy, {report['faulty']} faulty), "
+        f"{report['seconds']:.1f} s"
+    )
+    summary = Table(title="Outcomes", title_justify="left")
+    summary.add_column("figure")
+    for name in names:
+        summary.add_column(name, justify="right")
+    for key, label, kind in SUMMARY_ROWS:
+        summary.add_row(label, *(_cell(policies[n].get(key), kind) for n in names))
+    console.print(summary)
+
+    faults = Table(title="Detection rate and median delay (ticks) by fault", title_justify="left")
+    faults.add_column("fault")
+    for name in names:
+        faults.add_column(name, justify="right")
+    kinds = sorted({k for n in names for k in policies[n]["detection_rate_by_fault"]})
+    for kind in kinds:
+        cells = []
+        for n in names:
+            rate = policies[n]["detection_rate_by_fault"].get(kind)
+            delay = policies[n]["median_delay_ticks_by_fault"].get(kind)
+            cells.append(f"{_cell(rate, 'pct')} / {_cell(delay, 'num')}")
+        faults.add_row(kind, *cells)
+    console.print(faults)
+
+    for name in names:
+        params = ", ".join(f"{k}={v}" for k, v in policies[name]["parameters"].items())
+        console.print(f"[bold]{name}[/]: {params}")
+    if "goals" in report:
+        marks = "  ".join(
+            f"{'[green]yes[/]' if ok else '[red]NO[/]'} {goal}"
+            for goal, ok in report["goals"].items()
+        )
+        console.print(f"[bold]goals[/]: {marks}")
+
+
+VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow"}
+
+
+def verdict_text(verdict: str) -> Text:
+    return Text(verdict, style=VERDICT_STYLE.get(verdict, ""))
+
+
+def ledger_table(entries: Sequence[LedgerEntry], title: str) -> Table:
+    """The decision ledger, newest first, failing gates highlighted."""
+    table = Table(title=title, title_justify="left")
+    for column in ("time", "step", "weight", "gate", "verdict", "value", "threshold", "samples"):
+        table.add_column(
+            column,
+            justify="right" if column in ("step", "weight", "samples") else "left",
+            no_wrap=True,
+        )
+    table.add_column("evidence", ratio=1, min_width=30)
+    for entry in reversed(entries):
+        table.add_row(
+            entry.time.strftime("%H:%M:%S"),
+            str(entry.step + 1),
+            f"{entry.weight}%",
+            entry.gate,
+            verdict_text(entry.verdict),
+            "-" if entry.value is None else f"{entry.value:.4g}",
+            "-" if entry.threshold is None else f"{entry.threshold:.4g}",
+            f"{entry.samples:.0f}",
+            Text(entry.message),
+        )
+    return table

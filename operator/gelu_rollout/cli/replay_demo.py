@@ -1,0 +1,60 @@
+"""``gelu-rollout demo``: one generated rollout replayed through the state machine.
+
+Until the local sandbox lands this shows the decision core on its own: the
+stage, step and weight tick by tick, the gates' verdicts, the Events, and the
+decision ledger an on-call engineer would read in the resource's status.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from gelu_rollout.bench.generate import FAULTS, _scenario
+from gelu_rollout.bench.policies.gelu import replay_decisions, spec_for
+from gelu_rollout.cli.render import VERDICT_STYLE, ledger_table, verdict_text
+from gelu_rollout.spec.status import Stage
+
+
+def run_demo(kind: str, seed: int, console: Console) -> int:
+    """Replay a scenario of ``kind``; returns 0 when the outcome is the expected one."""
+    faults = {f.kind: f for f in FAULTS}
+    if kind != "healthy" and kind not in faults:
+        choices = ", ".join(["healthy", *faults])
+        raise ValueError(f"unknown scenario {kind!r}: choose one of {choices}")
+    scenario = _scenario(np.random.default_rng([seed, 0]), f"demo-{kind}", faults.get(kind))
+    spec = spec_for(scenario)
+    onset = scenario.fault_onset_tick
+    console.print(
+        f"[bold]{scenario.name}[/]: {'; '.join(scenario.notes)}"
+        + (f"; fault {kind} from tick {onset}" if onset is not None else "")
+    )
+    ticks = Table(title="Tick by tick", title_justify="left")
+    for column in ("tick", "stage", "step", "weight", "verdict", "gates", "events"):
+        ticks.add_column(column)
+    final = None
+    for tick, decision in replay_decisions(scenario, spec):
+        status = decision.status
+        final = status
+        gates = Text(" ").join(
+            Text(r.gate, style=VERDICT_STYLE[r.verdict.value]) for r in decision.results
+        )
+        events = "; ".join(e.reason for e in decision.events)
+        verdict = status.last_verdict or "-"
+        ticks.add_row(
+            "start" if tick < 0 else str(tick),
+            status.stage.value,
+            str(status.step_index + 1),
+            f"{status.candidate_weight}%",
+            verdict_text(verdict),
+            gates,
+            events,
+        )
+    console.print(ticks)
+    assert final is not None
+    console.print(ledger_table(final.ledger[-12:], "Decision ledger (newest first)"))
+    console.print(f"[bold]outcome[/]: {final.stage.value}: {final.message}")
+    expected = Stage.PROMOTED if scenario.expected == "promote" else Stage.ROLLED_BACK
+    return 0 if final.stage is expected else 1

@@ -1,0 +1,88 @@
+"""Every condition type and reason the rollout reports, in one place.
+
+Reasons are CamelCase, as the Kubernetes API conventions ask; Events use the
+same reasons so an Event and the condition it changed read alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+
+from gelu_rollout.spec.status import Condition
+
+
+class ConditionType(StrEnum):
+    PROGRESSING = "Progressing"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+    STALLED = "Stalled"
+
+
+class Reason(StrEnum):
+    ROLLOUT_STARTED = "RolloutStarted"
+    STEP_ANALYSING = "StepAnalysing"
+    STEP_ADVANCED = "StepAdvanced"
+    ALL_STEPS_PASSED = "AllStepsPassed"
+    MANUAL_PROMOTION = "ManualPromotion"
+    PROMOTION_REFUSED = "PromotionRefused"
+    ABORTED = "Aborted"
+    RETRIED = "Retried"
+    REQUEST_IGNORED = "RequestIgnored"
+    SPEC_CHANGED = "SpecChanged"
+    INSUFFICIENT_DATA = "InsufficientData"
+    ANALYSIS_RESUMED = "AnalysisResumed"
+    NON_FINITE_OUTPUTS = "NonFiniteOutputs"
+    FAST_BURN = "FastBurn"
+    ERROR_RATE_ABOVE_TOLERANCE = "ErrorRateAboveTolerance"
+    LATENCY_REGRESSION = "LatencyRegression"
+    LATENCY_ABOVE_CEILING = "LatencyAboveCeiling"
+    OUTPUT_DIVERGENCE = "OutputDivergence"
+    NOT_ROLLED_BACK = "NotRolledBack"
+    NOT_PROMOTED = "NotPromoted"
+    NOT_STALLED = "NotStalled"
+    FINISHED = "Finished"
+
+
+# The reason a rollback reports when a given gate fails.
+FAILURE_REASONS: dict[str, Reason] = {
+    "nonFinite": Reason.NON_FINITE_OUTPUTS,
+    "burnRate": Reason.FAST_BURN,
+    "errorRate": Reason.ERROR_RATE_ABOVE_TOLERANCE,
+    "latencyRegression": Reason.LATENCY_REGRESSION,
+    "latencyCeiling": Reason.LATENCY_ABOVE_CEILING,
+    "divergence": Reason.OUTPUT_DIVERGENCE,
+}
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: ConditionType,
+    status: bool,
+    reason: Reason,
+    message: str,
+    now: datetime,
+    generation: int | None,
+) -> list[Condition]:
+    """Conditions with one set; its transition time moves only when its status does."""
+    value = "True" if status else "False"
+    previous = next((c for c in conditions if c.type == type_.value), None)
+    since = previous.last_transition_time if previous and previous.status == value else now
+    updated = Condition(
+        type=type_.value,
+        status=value,
+        reason=reason.value,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    rest = [c for c in conditions if c.type != type_.value]
+    return sorted(
+        [*rest, updated],
+        key=lambda c: (
+            list(ConditionType).index(ConditionType(c.type))
+            if c.type in ConditionType._value2member_map_
+            else len(ConditionType)
+        ),
+    )

@@ -1,0 +1,424 @@
+r"""The rollout state machine: ``decide(spec, status, observations, now)``.
+
+Pure and deterministic: the next status and the actions to take follow from
+the arguments alone. Stages::
+
+    Pending -> Progressing -> Promoted
+                   |  ^   \-> RolledBack
+                   v  |
+                  Paused  -> RolledBack / Promoted
+
+* Any failing gate rolls back at once; critical ones (non-finite outputs, a
+  fast burn) also override a manual promote.
+* A step advances when its analysis time has passed and every gate passes; the
+  last step's pass promotes. Nothing is promoted on Inconclusive evidence.
+* Without enough data a step waits up to ``maxExtensionSeconds``, then follows
+  ``insufficientData.action``: Pause (gates keep judging; the rollout resumes
+  by itself once they pass, or rolls back if one fails) or Rollback.
+* Manual promote / abort / retry arrive in the observations, each acted on once.
+* A new ``metadata.generation`` (the spec changed) restarts the analysis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from gelu_rollout.analysis.observations import StepEvidence, accumulate, latency_clip
+from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
+from gelu_rollout.rollout.actions import (
+    Action,
+    EmitEvent,
+    Promote,
+    Rollback,
+    ScaleCandidate,
+    SetWeight,
+)
+from gelu_rollout.rollout.conditions import FAILURE_REASONS, ConditionType, Reason, set_condition
+from gelu_rollout.rollout.evaluate import evaluate_gates, gate_names
+from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.rollout.requests import RequestKind
+from gelu_rollout.spec.model import RolloutSpec
+from gelu_rollout.spec.status import LedgerEntry, RolloutStatus, Stage
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: RolloutStatus
+    actions: tuple[Action, ...]
+    results: tuple[GateResult, ...] = ()
+
+    @property
+    def events(self) -> tuple[EmitEvent, ...]:
+        return tuple(a for a in self.actions if isinstance(a, EmitEvent))
+
+
+@dataclass(frozen=True)
+class AnalysisState:
+    """The rollout layer's working memory, kept in ``status.analysis``."""
+
+    # Evidence since the start of each step reached; the current step's is last.
+    segments: tuple[StepEvidence, ...] = (StepEvidence(),)
+    look: int = 0
+    verdicts: Mapping[str, str] = field(default_factory=dict)
+    observed_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "segments": [segment.to_dict() for segment in self.segments],
+            "look": self.look,
+            "verdicts": dict(self.verdicts),
+            "observedAt": self.observed_at,
+        }
+
+    @staticmethod
+    def from_dict(data: Mapping[str, Any]) -> AnalysisState:
+        verdicts = data.get("verdicts")
+        look = data.get("look")
+        observed = data.get("observedAt")
+        raw_segments = data.get("segments")
+        segments = (
+            tuple(StepEvidence.from_dict(s) for s in raw_segments if isinstance(s, Mapping))
+            if isinstance(raw_segments, list)
+            else ()
+        )
+        return AnalysisState(
+            segments=segments or (StepEvidence(),),
+            look=look if isinstance(look, int) else 0,
+            verdicts={str(k): str(v) for k, v in verdicts.items()}
+            if isinstance(verdicts, Mapping)
+            else {},
+            observed_at=observed if isinstance(observed, str) else None,
+        )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat()
+
+
+class _Next:
+    """The status being built for this tick, with the actions that go with it."""
+
+    def __init__(
+        self, spec: RolloutSpec, status: RolloutStatus, now: datetime, generation: int | None
+    ):
+        self.spec = spec
+        self.status = status
+        self.now = now
+        self.generation = generation if generation is not None else status.observed_generation
+        self.actions: list[Action] = []
+        # Gate results of this tick, and the verdicts of the tick before: the
+        # ledger records every gate at a decision, otherwise only changes.
+        self.results: tuple[GateResult, ...] = ()
+        self.previous_verdicts: Mapping[str, str] = {}
+        self.decided = False
+
+    def update(self, **changes: Any) -> None:
+        self.status = self.status.model_copy(update=changes)
+
+    def event(self, reason: Reason, message: str, *, warning: bool = False) -> None:
+        self.actions.append(EmitEvent("Warning" if warning else "Normal", reason.value, message))
+
+    def condition(self, type_: ConditionType, status: bool, reason: Reason, message: str) -> None:
+        self.update(
+            conditions=set_condition(
+                self.status.conditions, type_, status, reason, message, self.now, self.generation
+            )
+        )
+
+    def _record(self) -> None:
+        only_changed = None if self.decided else self.previous_verdicts
+        entries = [
+            LedgerEntry(
+                time=self.now,
+                step=self.status.step_index,
+                weight=self.status.candidate_weight,
+                gate=r.gate,
+                verdict=r.verdict.value,
+                value=r.value,
+                threshold=r.threshold,
+                samples=r.samples,
+                window_seconds=r.window_seconds,
+                message=r.message,
+            )
+            for r in self.results
+            if only_changed is None or only_changed.get(r.gate) != r.verdict.value
+        ]
+        if entries:
+            limit = self.spec.analysis.ledger_limit
+            self.update(ledger=[*self.status.ledger, *entries][-limit:])
+
+    def analysis(self, state: AnalysisState) -> None:
+        self.update(analysis=state.to_dict())
+
+    def decision(self) -> Decision:
+        self._record()
+        return Decision(self.status, tuple(self.actions), self.results)
+
+
+def _overall(results: Sequence[GateResult]) -> Verdict:
+    if any(r.failed for r in results):
+        return Verdict.FAIL
+    if results and all(r.verdict is Verdict.PASS for r in results):
+        return Verdict.PASS
+    return Verdict.INCONCLUSIVE
+
+
+def _start(n: _Next, reason: Reason, message: str) -> None:
+    """Begin (or begin again) at the first step with fresh evidence."""
+    spec = n.spec
+    weight = spec.traffic.steps[0].weight
+    n.update(
+        stage=Stage.PROGRESSING,
+        step_index=0,
+        candidate_weight=weight,
+        started_at=n.now,
+        step_started_at=n.now,
+        finished_at=None,
+        last_verdict=None,
+        observed_generation=n.generation,
+        message=f"step 1/{len(spec.traffic.steps)}: {weight}% of traffic to the candidate",
+    )
+    n.analysis(AnalysisState())
+    n.actions += [ScaleCandidate(spec.candidate.replicas), SetWeight(weight)]
+    n.condition(ConditionType.PROGRESSING, True, reason, message)
+    n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
+    n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
+    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis has data")
+    n.event(reason, message)
+
+
+def _roll_back(n: _Next, reason: Reason, message: str) -> None:
+    n.decided = True
+    n.update(
+        stage=Stage.ROLLED_BACK,
+        candidate_weight=0,
+        finished_at=n.now,
+        message=message,
+    )
+    n.actions += [SetWeight(0), Rollback()]
+    n.condition(ConditionType.ROLLED_BACK, True, reason, message)
+    n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "rolled back")
+    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
+    n.event(reason, message, warning=True)
+
+
+def _promote(n: _Next, reason: Reason, message: str) -> None:
+    n.decided = True
+    n.update(stage=Stage.PROMOTED, candidate_weight=100, finished_at=n.now, message=message)
+    n.actions.append(Promote())
+    n.condition(ConditionType.PROMOTED, True, reason, message)
+    n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "promoted")
+    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
+    n.event(reason, message)
+
+
+def _advance(n: _Next) -> None:
+    steps = n.spec.traffic.steps
+    index = n.status.step_index + 1
+    weight = steps[index].weight
+    message = f"step {index + 1}/{len(steps)}: {weight}% of traffic to the candidate"
+    n.decided = True
+    n.update(
+        stage=Stage.PROGRESSING,
+        step_index=index,
+        candidate_weight=weight,
+        step_started_at=n.now,
+        message=message,
+    )
+    previous = _analysis(n.status)
+    n.analysis(
+        AnalysisState(
+            segments=(*previous.segments, StepEvidence()), observed_at=previous.observed_at
+        )
+    )
+    n.actions.append(SetWeight(weight))
+    n.condition(ConditionType.PROGRESSING, True, Reason.STEP_ADVANCED, message)
+    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis has data")
+    n.event(Reason.STEP_ADVANCED, message)
+
+
+def _analysis(status: RolloutStatus) -> AnalysisState:
+    return AnalysisState.from_dict(status.analysis)
+
+
+def _failure_message(failure: GateResult) -> str:
+    return f"{failure.gate} failed: {failure.message}"
+
+
+def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | None:
+    """Fold this tick into the step's evidence and judge it; None if the tick is stale."""
+    state = _analysis(n.status)
+    at = _iso(observations.at)
+    if (
+        state.observed_at is not None
+        and datetime.fromisoformat(state.observed_at) >= observations.at
+    ):
+        return None
+    look = state.look + 1
+    spec = n.spec
+    segments = state.segments
+    latest = None
+    if observations.baseline is not None and observations.candidate is not None:
+        started = n.status.step_started_at or n.now
+        window_start = observations.at - timedelta(seconds=observations.interval_seconds)
+        warm = window_start >= started + timedelta(seconds=spec.analysis.warmup_seconds)
+        clip = latency_clip(spec.analysis.gates.latency.max_regression)
+        segments = tuple(
+            accumulate(
+                segment,
+                observations.baseline,
+                observations.candidate,
+                interval_seconds=observations.interval_seconds,
+                latency_ceiling_ms=spec.analysis.slo.latency_p99_ms,
+                latency_clip=clip,
+                warm=warm,
+            )
+            for segment in segments
+        )
+        latest = (observations.baseline, observations.candidate)
+        results = tuple(evaluate_gates(spec, n.status.step_index, segments, latest, look))
+    else:
+        reason = observations.missing_reason or "metrics unavailable"
+        results = tuple(
+            inconclusive(
+                name, f"no observation: {reason}", critical=name in ("nonFinite", "burnRate")
+            )
+            for name in gate_names(spec)
+        )
+    n.results, n.previous_verdicts = results, state.verdicts
+    n.analysis(
+        AnalysisState(
+            segments=segments,
+            look=look,
+            verdicts={r.gate: r.verdict.value for r in results},
+            observed_at=at,
+        )
+    )
+    n.update(last_verdict=_overall(results).value)
+    return results
+
+
+def decide(
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    observations: Observations,
+    now: datetime,
+    *,
+    generation: int | None = None,
+) -> Decision:
+    """The next status and the actions to reach it. Never raises on any valid input."""
+    n = _Next(spec, status, now, generation)
+    request = observations.request
+    if request is not None and request.id == status.handled_request:
+        request = None
+    if request is not None:
+        n.update(handled_request=request.id)
+
+    spec_changed = (
+        generation is not None
+        and status.observed_generation is not None
+        and generation != status.observed_generation
+    )
+    if spec_changed:
+        _start(n, Reason.SPEC_CHANGED, f"spec changed (generation {generation}): analysis restarts")
+        return n.decision()
+
+    if status.stage is Stage.PENDING:
+        _start(n, Reason.ROLLOUT_STARTED, "rollout started")
+        return n.decision()
+
+    if status.stage.terminal:
+        if (
+            request is not None
+            and request.kind is RequestKind.RETRY
+            and status.stage is Stage.ROLLED_BACK
+        ):
+            _start(n, Reason.RETRIED, "retry requested: the rollout starts again at step 1")
+        elif request is not None:
+            n.event(
+                Reason.REQUEST_IGNORED,
+                f"{request.kind.value} ignored: the rollout is already {status.stage.value}",
+            )
+        return n.decision()
+
+    if request is not None and request.kind is RequestKind.ABORT:
+        _roll_back(n, Reason.ABORTED, "aborted on request")
+        return n.decision()
+
+    results = _observe(n, observations)
+    if results is None:
+        return n.decision()
+    failures = [r for r in results if r.failed]
+    critical = [r for r in failures if r.critical]
+
+    if request is not None and request.kind is RequestKind.PROMOTE:
+        if critical:
+            n.event(
+                Reason.PROMOTION_REFUSED,
+                f"promotion refused: {_failure_message(critical[0])}",
+                warning=True,
+            )
+        else:
+            _promote(n, Reason.MANUAL_PROMOTION, "promoted on request")
+            return n.decision()
+
+    if failures:
+        first = (critical or failures)[0]
+        _roll_back(n, FAILURE_REASONS.get(first.gate, Reason.ABORTED), _failure_message(first))
+        return n.decision()
+
+    if request is not None and request.kind is RequestKind.RETRY:
+        if n.status.stage is Stage.PAUSED:
+            message = "retry requested: the step's analysis starts again"
+            n.update(stage=Stage.PROGRESSING, step_started_at=now, message=message)
+            n.analysis(AnalysisState(observed_at=_iso(observations.at)))
+            n.condition(ConditionType.PROGRESSING, True, Reason.RETRIED, message)
+            n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis restarted")
+            n.event(Reason.RETRIED, message)
+            return n.decision()
+        n.event(Reason.REQUEST_IGNORED, "retry ignored: the rollout is progressing")
+
+    _progress(n, results)
+    return n.decision()
+
+
+def _progress(n: _Next, results: Sequence[GateResult]) -> None:
+    """Advance, promote, wait or give up on the current step."""
+    spec, status = n.spec, n.status
+    steps = spec.traffic.steps
+    step = steps[status.step_index]
+    started = status.step_started_at or n.now
+    elapsed = (n.now - started).total_seconds()
+    verdict = _overall(results)
+    if verdict is Verdict.PASS and elapsed >= step.analysis_seconds:
+        if status.step_index == len(steps) - 1:
+            _promote(n, Reason.ALL_STEPS_PASSED, f"all {len(steps)} steps passed")
+        else:
+            if status.stage is Stage.PAUSED:
+                n.event(Reason.ANALYSIS_RESUMED, "enough evidence arrived: the rollout resumes")
+            _advance(n)
+        return
+    deadline = step.analysis_seconds + spec.analysis.insufficient_data.max_extension_seconds
+    waiting = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
+    summary = "; ".join(f"{r.gate}: {r.message}" for r in waiting[:3])
+    if elapsed < deadline or status.stage is Stage.PAUSED:
+        if elapsed >= step.analysis_seconds and status.stage is Stage.PROGRESSING:
+            n.condition(
+                ConditionType.PROGRESSING,
+                True,
+                Reason.INSUFFICIENT_DATA,
+                f"step {status.step_index + 1} waits for data: {summary}",
+            )
+        return
+    n.decided = True
+    message = f"step {status.step_index + 1} still inconclusive after {elapsed:.0f}s: {summary}"
+    if spec.analysis.insufficient_data.action == "Rollback":
+        _roll_back(n, Reason.INSUFFICIENT_DATA, message)
+        return
+    n.update(stage=Stage.PAUSED, message=message)
+    n.condition(ConditionType.STALLED, True, Reason.INSUFFICIENT_DATA, message)
+    n.condition(ConditionType.PROGRESSING, False, Reason.INSUFFICIENT_DATA, message)
+    n.event(Reason.INSUFFICIENT_DATA, message, warning=True)

@@ -1,0 +1,27 @@
+"""Everything ``decide`` learns from outside in one tick."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from gelu_rollout.analysis.observations import ArmObservation
+from gelu_rollout.rollout.requests import ManualRequest
+
+
+@dataclass(frozen=True)
+class Observations:
+    """One tick's view of the world.
+
+    ``baseline`` and ``candidate`` are None when the metrics could not be read
+    (``missing_reason`` says why): the gates then say Inconclusive, never Pass.
+    ``at`` is when the observation window ended; an observation not newer than
+    the last one used is ignored, so replaying a tick changes nothing.
+    """
+
+    at: datetime
+    interval_seconds: float
+    baseline: ArmObservation | None
+    candidate: ArmObservation | None
+    missing_reason: str | None = None
+    request: ManualRequest | None = None

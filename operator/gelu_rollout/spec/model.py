@@ -1,0 +1,566 @@
+"""The spec of a GeluModelRollout: types, defaults and validation rules.
+
+Every model is frozen and rejects unknown fields. Python attributes are snake_case; the
+manifest uses the camelCase aliases. Rules that involve more than one field ("cross-field
+rules") are written once, as functions over the manifest-shaped (camelCase) mapping, so that
+:func:`gelu_rollout.spec.parse.parse_spec` can apply them to raw input and report them next to
+the per-field problems, while the model validators apply the same functions to constructed
+models.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, get_args
+
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+# --------------------------------------------------------------------------------------------
+# Enumerations and constants
+# --------------------------------------------------------------------------------------------
+
+Variant = Literal["exact", "tanh", "sigmoid", "fp16", "int8-lut", "tanh-fp16-naive"]
+"""Built-in GELU variants the operator renders into a Triton model repository."""
+VARIANTS: Final[tuple[str, ...]] = get_args(Variant)
+
+TrafficMode = Literal["ReplicaRatio", "HTTPRoute"]
+TRAFFIC_MODES: Final[tuple[str, ...]] = get_args(TrafficMode)
+
+InsufficientDataAction = Literal["Pause", "Rollback"]
+INSUFFICIENT_DATA_ACTIONS: Final[tuple[str, ...]] = get_args(InsufficientDataAction)
+
+DEFAULT_IMAGE: Final = "nvcr.io/nvidia/tritonserver:24.09-py3"
+DEFAULT_STEP_ANALYSIS_SECONDS: Final = 300
+DEFAULT_INTERVAL_SECONDS: Final = 60
+MIN_WEIGHT: Final = 1
+MAX_WEIGHT: Final = 99
+MIN_STEPS: Final = 1
+MAX_STEPS: Final = 20
+MIN_BURN_RATE_WINDOWS: Final = 1
+MAX_BURN_RATE_WINDOWS: Final = 4
+MIN_INTERVAL_SECONDS: Final = 10
+MAX_INTERVAL_SECONDS: Final = 3600
+
+GATE_KEYS: Final[tuple[str, ...]] = ("burnRate", "errorRate", "latency", "divergence", "nonFinite")
+"""Manifest names of the gates, in the order the spec lists them."""
+
+Problem = tuple[str, str]
+"""A (path, message) pair; :mod:`gelu_rollout.spec.parse` turns these into SpecProblems."""
+
+_MISSING: Final = object()
+
+# --------------------------------------------------------------------------------------------
+# Value description and field-level checks
+# --------------------------------------------------------------------------------------------
+
+
+def describe_value(value: object) -> str:
+    """Render an input value for an error message: YAML-ish and short."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return repr(text)
+    if isinstance(value, int) and value.bit_length() > 256:
+        return "a very large integer"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list | tuple):
+        return "a list"
+    return f"a {type(value).__name__}"
+
+
+_MODEL_NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,128}")
+_DNS_LABEL: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS_SUBDOMAIN_RE: Final = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_DNS_SUBDOMAIN_MAX: Final = 253
+
+
+def _check_model_name(value: str) -> str:
+    if not _MODEL_NAME_RE.fullmatch(value) or value in {".", ".."}:
+        raise PydanticCustomError(
+            "model_name",
+            "must be 1 to 128 characters of letters, digits, '_', '.' and '-' "
+            "(and not '.' or '..'), got {got}",
+            {"got": describe_value(value)},
+        )
+    return value
+
+
+def is_dns_subdomain(value: object) -> bool:
+    """Whether ``value`` is a Kubernetes DNS-1123 subdomain (an object name)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= _DNS_SUBDOMAIN_MAX
+        and _DNS_SUBDOMAIN_RE.fullmatch(value) is not None
+    )
+
+
+def _check_dns_subdomain(value: str) -> str:
+    if not is_dns_subdomain(value):
+        raise PydanticCustomError(
+            "dns_subdomain",
+            "must be a DNS-1123 subdomain (at most 253 characters of lowercase letters, digits, "
+            "'-' and '.', starting and ending with a letter or digit), got {got}",
+            {"got": describe_value(value)},
+        )
+    return value
+
+
+ModelName = Annotated[StrictStr, AfterValidator(_check_model_name)]
+DnsSubdomain = Annotated[StrictStr, AfterValidator(_check_dns_subdomain)]
+Number = Annotated[float, Strict(), AllowInfNan(False)]
+"""A finite float; YAML integers are accepted, strings and booleans are not."""
+
+# --------------------------------------------------------------------------------------------
+# Cross-field rules over manifest-shaped (camelCase) mappings
+# --------------------------------------------------------------------------------------------
+
+
+def _key(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _index(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _get(raw: object, key: str) -> object:
+    """``raw[key]`` if ``raw`` is a mapping that has it, else ``_MISSING``."""
+    if isinstance(raw, Mapping) and key in raw:
+        value: object = raw[key]
+        return value
+    return _MISSING
+
+
+def _is_int(value: object, low: int | None = None, high: int | None = None) -> bool:
+    if not isinstance(value, int) or isinstance(value, bool):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _is_sequence(value: object) -> bool:
+    return isinstance(value, list | tuple)
+
+
+def arm_problems(raw: object, path: str) -> list[Problem]:
+    """Exactly one of ``variant`` / ``repository`` must be set on an arm."""
+    if not isinstance(raw, Mapping):
+        return []
+    has_variant = raw.get("variant") is not None
+    has_repository = raw.get("repository") is not None
+    if has_variant and has_repository:
+        return [
+            (_key(path, "repository"), "must not be set together with variant (set exactly one)")
+        ]
+    if not has_variant and not has_repository:
+        return [(path, "must set exactly one of variant or repository")]
+    return []
+
+
+def traffic_problems(raw: object, path: str) -> list[Problem]:
+    """``httpRouteName`` must match ``mode``; step weights must be strictly increasing."""
+    if not isinstance(raw, Mapping):
+        return []
+    problems: list[Problem] = []
+    mode = raw.get("mode", "ReplicaRatio")
+    route = raw.get("httpRouteName")
+    if mode == "HTTPRoute" and route is None:
+        problems.append((_key(path, "httpRouteName"), "is required when mode is HTTPRoute"))
+    elif mode == "ReplicaRatio" and route is not None:
+        problems.append((_key(path, "httpRouteName"), "must not be set when mode is ReplicaRatio"))
+    steps = raw.get("steps")
+    if _is_sequence(steps):
+        assert isinstance(steps, list | tuple)
+        previous: tuple[int, int] | None = None  # (index, weight) of the last valid weight
+        for i, step in enumerate(steps):
+            weight = _get(step, "weight")
+            if not _is_int(weight, MIN_WEIGHT, MAX_WEIGHT):
+                continue
+            assert isinstance(weight, int)
+            if previous is not None and weight <= previous[1]:
+                problems.append(
+                    (
+                        _key(_index(_key(path, "steps"), i), "weight"),
+                        f"must be greater than {previous[1]} (the weight of "
+                        f"steps[{previous[0]}]), got {weight}",
+                    )
+                )
+            previous = (i, weight)
+    return problems
+
+
+def gates_problems(raw: object, path: str) -> list[Problem]:
+    """At least one gate must be enabled (an absent gate is enabled by default)."""
+    if not isinstance(raw, Mapping):
+        return []
+    for key in GATE_KEYS:
+        gate = raw.get(key, _MISSING)
+        if not isinstance(gate, Mapping):
+            return []  # absent: enabled by default; wrong type: reported per field
+        if gate.get("enabled", True) is not False:
+            return []  # enabled, or not a boolean (reported per field)
+    return [(path, "must enable at least one gate")]
+
+
+def _config_map_name(arm: object) -> object:
+    return _get(_get(arm, "repository"), "configMapName")
+
+
+def rollout_problems(raw: object, path: str) -> list[Problem]:
+    """Rules between sections: candidate differs from baseline; steps last an interval."""
+    if not isinstance(raw, Mapping):
+        return []
+    problems: list[Problem] = []
+    baseline, candidate = raw.get("baseline"), raw.get("candidate")
+    variant = _get(candidate, "variant")
+    if variant in VARIANTS and variant == _get(baseline, "variant"):
+        problems.append(
+            (
+                _key(path, "candidate.variant"),
+                f"must differ from baseline.variant, both are {describe_value(variant)}",
+            )
+        )
+    name = _config_map_name(candidate)
+    if is_dns_subdomain(name) and name == _config_map_name(baseline):
+        problems.append(
+            (
+                _key(path, "candidate.repository.configMapName"),
+                "must differ from baseline.repository.configMapName, "
+                f"both are {describe_value(name)}",
+            )
+        )
+
+    analysis = raw.get("analysis", _MISSING)
+    interval = _get(analysis, "intervalSeconds")
+    if interval is _MISSING and (analysis is _MISSING or isinstance(analysis, Mapping)):
+        interval = DEFAULT_INTERVAL_SECONDS
+    if not _is_int(interval, MIN_INTERVAL_SECONDS, MAX_INTERVAL_SECONDS):
+        return problems
+    assert isinstance(interval, int)
+    traffic = raw.get("traffic", _MISSING)
+    steps = _get(traffic, "steps")
+    if steps is _MISSING and (traffic is _MISSING or isinstance(traffic, Mapping)):
+        shortest = min(step.analysis_seconds for step in DEFAULT_STEPS)
+        if interval > shortest:
+            problems.append(
+                (
+                    _key(path, "analysis.intervalSeconds"),
+                    f"must be at most {shortest} (the analysisSeconds of the default "
+                    f"traffic steps), got {interval}",
+                )
+            )
+    elif isinstance(steps, list | tuple):
+        for i, step in enumerate(steps):
+            if not isinstance(step, Mapping):
+                continue
+            seconds = step.get("analysisSeconds", _MISSING)
+            note = ""
+            if seconds is _MISSING:
+                seconds, note = DEFAULT_STEP_ANALYSIS_SECONDS, " (the default)"
+            if _is_int(seconds, 1) and seconds < interval:
+                problems.append(
+                    (
+                        _key(path, f"traffic.steps[{i}].analysisSeconds"),
+                        f"must be at least analysis.intervalSeconds ({interval}), "
+                        f"got {seconds}{note}",
+                    )
+                )
+    return problems
+
+
+def _length_problem(raw: object, path: str, low: int, high: int, noun: str) -> list[Problem]:
+    if not _is_sequence(raw):
+        return []
+    assert isinstance(raw, list | tuple)
+    if len(raw) < low:
+        return [(path, f"must have at least {low} {noun}{'s' if low != 1 else ''}, got {len(raw)}")]
+    if len(raw) > high:
+        return [(path, f"must have at most {high} {noun}s, got {len(raw)}")]
+    return []
+
+
+def length_problems(raw: object, path: str) -> list[Problem]:
+    """List lengths, judged on the raw lists (pydantic counts only the items that validated)."""
+    traffic = _key(path, "traffic")
+    windows = _key(path, "analysis.gates.burnRate.windows")
+    return [
+        *_length_problem(
+            _get(_get(raw, "traffic"), "steps"),
+            _key(traffic, "steps"),
+            MIN_STEPS,
+            MAX_STEPS,
+            "step",
+        ),
+        *_length_problem(
+            _get(_get(_get(_get(raw, "analysis"), "gates"), "burnRate"), "windows"),
+            windows,
+            MIN_BURN_RATE_WINDOWS,
+            MAX_BURN_RATE_WINDOWS,
+            "window",
+        ),
+    ]
+
+
+def cross_field_problems(raw: object, path: str = "spec") -> list[Problem]:
+    """Every cross-field problem of a raw spec mapping (camelCase keys), in document order.
+
+    Each rule looks only at values that are individually valid, so a value that is already
+    wrong on its own is not reported a second time.
+    """
+    if not isinstance(raw, Mapping):
+        return []
+    analysis = raw.get("analysis")
+    return [
+        *arm_problems(raw.get("baseline"), _key(path, "baseline")),
+        *arm_problems(raw.get("candidate"), _key(path, "candidate")),
+        *traffic_problems(raw.get("traffic"), _key(path, "traffic")),
+        *gates_problems(_get(analysis, "gates"), _key(path, "analysis.gates")),
+        *rollout_problems(raw, path),
+        *length_problems(raw, path),
+    ]
+
+
+def _raise_problems(problems: list[Problem]) -> None:
+    if problems:
+        text = "; ".join(f"{p}: {m}" if p else m for p, m in problems)
+        raise PydanticCustomError("cross_field", "{problems}", {"problems": text})
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------
+
+
+class SpecModel(BaseModel):
+    """Base of the spec types: frozen, unknown fields rejected, camelCase aliases."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class ModelSpec(SpecModel):
+    """The Triton model being rolled out and the server that serves it."""
+
+    name: ModelName
+    image: StrictStr = Field(default=DEFAULT_IMAGE, min_length=1)
+
+
+class RepositorySpec(SpecModel):
+    """A user-provided Triton model repository, stored in a ConfigMap."""
+
+    config_map_name: DnsSubdomain
+
+
+class ArmSpec(SpecModel):
+    """One side of the comparison: a built-in variant or a user repository, and its replicas."""
+
+    variant: Variant | None = None
+    repository: RepositorySpec | None = None
+    replicas: StrictInt = Field(default=1, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ArmSpec:
+        _raise_problems(arm_problems(self.model_dump(by_alias=True), ""))
+        return self
+
+
+class TrafficStep(SpecModel):
+    """One step of the rollout: the candidate's traffic weight and how long it is analysed."""
+
+    weight: StrictInt = Field(ge=MIN_WEIGHT, le=MAX_WEIGHT)
+    analysis_seconds: StrictInt = Field(default=DEFAULT_STEP_ANALYSIS_SECONDS, ge=1)
+
+
+DEFAULT_STEPS: Final[tuple[TrafficStep, ...]] = (
+    TrafficStep(weight=10),
+    TrafficStep(weight=25),
+    TrafficStep(weight=50),
+)
+
+
+class TrafficSpec(SpecModel):
+    """How traffic is shifted to the candidate, and in which steps."""
+
+    mode: TrafficMode = "ReplicaRatio"
+    http_route_name: DnsSubdomain | None = None
+    steps: tuple[TrafficStep, ...] = Field(
+        default=DEFAULT_STEPS, min_length=MIN_STEPS, max_length=MAX_STEPS
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrafficSpec:
+        _raise_problems(traffic_problems(self.model_dump(by_alias=True), ""))
+        return self
+
+
+class InsufficientDataSpec(SpecModel):
+    """What to do when a step ends without enough data for a decision."""
+
+    max_extension_seconds: StrictInt = Field(default=600, ge=0)
+    action: InsufficientDataAction = "Pause"
+
+
+class SloSpec(SpecModel):
+    """The service-level objectives the candidate is held to."""
+
+    availability: Number = Field(default=0.999, gt=0.5, lt=1)
+    latency_p99_ms: Number = Field(default=250.0, gt=0)
+
+
+class BurnRateWindow(SpecModel):
+    """One multiwindow burn-rate alert: long window = factor x step analysisSeconds."""
+
+    burn_rate: Number = Field(gt=1)
+    long_window_factor: Number = Field(gt=0)
+
+
+DEFAULT_BURN_RATE_WINDOWS: Final[tuple[BurnRateWindow, ...]] = (
+    BurnRateWindow(burn_rate=14.4, long_window_factor=1.0),
+    BurnRateWindow(burn_rate=6.0, long_window_factor=3.0),
+)
+
+
+class BurnRateGate(SpecModel):
+    """Multiwindow, multi-burn-rate gate on the candidate's error budget."""
+
+    enabled: StrictBool = True
+    windows: tuple[BurnRateWindow, ...] = Field(
+        default=DEFAULT_BURN_RATE_WINDOWS,
+        min_length=MIN_BURN_RATE_WINDOWS,
+        max_length=MAX_BURN_RATE_WINDOWS,
+    )
+
+
+class ErrorRateGate(SpecModel):
+    """Gate on the candidate's error rate, absolute and relative to the baseline."""
+
+    enabled: StrictBool = True
+    max_burn_rate: Number = Field(default=1.0, gt=0)
+    max_ratio_to_baseline: Number = Field(default=2.0, ge=1)
+    min_requests: StrictInt = Field(default=500, ge=1)
+
+
+class LatencyGate(SpecModel):
+    """Gate on the candidate's P99 latency: regression against baseline and the SLO ceiling."""
+
+    enabled: StrictBool = True
+    max_regression: Number = Field(default=0.10, gt=0, le=10)
+    min_ticks: StrictInt = Field(default=3, ge=1)
+
+
+class DivergenceGate(SpecModel):
+    """Gate on the KL divergence of candidate outputs from baseline outputs."""
+
+    enabled: StrictBool = True
+    max_kl: Number = Field(default=0.01, gt=0, alias="maxKL")
+    min_outputs: StrictInt = Field(default=2000, ge=1)
+    smoothing: Number = Field(default=0.5, gt=0)
+
+
+class NonFiniteGate(SpecModel):
+    """Gate on NaN / infinite outputs from the candidate."""
+
+    enabled: StrictBool = True
+    max_per_million: Number = Field(default=0.0, ge=0)
+
+
+class GatesSpec(SpecModel):
+    """The promotion gates."""
+
+    burn_rate: BurnRateGate = Field(default_factory=BurnRateGate)
+    error_rate: ErrorRateGate = Field(default_factory=ErrorRateGate)
+    latency: LatencyGate = Field(default_factory=LatencyGate)
+    divergence: DivergenceGate = Field(default_factory=DivergenceGate)
+    non_finite: NonFiniteGate = Field(default_factory=NonFiniteGate)
+
+    @model_validator(mode="after")
+    def _one_enabled(self) -> GatesSpec:
+        _raise_problems(gates_problems(self.model_dump(by_alias=True), ""))
+        return self
+
+
+class AnalysisSpec(SpecModel):
+    """How often and against what the candidate is judged."""
+
+    interval_seconds: StrictInt = Field(
+        default=DEFAULT_INTERVAL_SECONDS, ge=MIN_INTERVAL_SECONDS, le=MAX_INTERVAL_SECONDS
+    )
+    warmup_seconds: StrictInt = Field(default=60, ge=0)
+    false_rollback_budget: Number = Field(default=0.01, gt=0, le=0.2)
+    ledger_limit: StrictInt = Field(default=50, ge=10, le=500)
+    insufficient_data: InsufficientDataSpec = Field(default_factory=InsufficientDataSpec)
+    slo: SloSpec = Field(default_factory=SloSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+
+
+class RolloutSpec(SpecModel):
+    """The spec of a GeluModelRollout."""
+
+    model: ModelSpec
+    baseline: ArmSpec
+    candidate: ArmSpec
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutSpec:
+        _raise_problems(rollout_problems(self.model_dump(by_alias=True), ""))
+        return self
+
+    @property
+    def error_budget(self) -> float:
+        """The SLO error budget: ``1 - availability``."""
+        return 1.0 - self.analysis.slo.availability
+
+    @property
+    def max_ticks(self) -> int:
+        """The most looks a rollout can take, counting every step's full extension."""
+        interval = self.analysis.interval_seconds
+        extension = self.analysis.insufficient_data.max_extension_seconds
+        return sum(
+            -(-(step.analysis_seconds + extension) // interval) for step in self.traffic.steps
+        )
+
+    @property
+    def statistical_gate_count(self) -> int:
+        """How many statistical tests run per look (for splitting the false-rollback budget).
+
+        burnRate, errorRate and divergence count one each, latency two (regression and the
+        absolute ceiling); nonFinite counts one only when it tolerates some non-finite
+        outputs (``maxPerMillion > 0``), since a zero tolerance is a deterministic check.
+        """
+        gates = self.analysis.gates
+        count = 0
+        count += 1 if gates.burn_rate.enabled else 0
+        count += 1 if gates.error_rate.enabled else 0
+        count += 2 if gates.latency.enabled else 0
+        count += 1 if gates.divergence.enabled else 0
+        count += 1 if gates.non_finite.enabled and gates.non_finite.max_per_million > 0 else 0
+        return count
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as a JSON-ready camelCase mapping, defaults filled in, nulls left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)

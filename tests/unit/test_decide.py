@@ -1,0 +1,248 @@
+"""The rollout state machine, tick by tick."""
+
+from __future__ import annotations
+
+from gelu_rollout.rollout.actions import EmitEvent, Promote, Rollback, ScaleCandidate, SetWeight
+from gelu_rollout.rollout.requests import ManualRequest, RequestKind, parse_request
+from gelu_rollout.spec.status import Stage
+from tests.rollout_helpers import Driver, arm, make_spec
+
+
+def reasons(driver: Driver) -> list[str]:
+    return [a.reason for d in driver.decisions for a in d.actions if isinstance(a, EmitEvent)]
+
+
+def condition(driver: Driver, type_: str) -> tuple[str, str]:
+    found = driver.status.condition(type_)
+    assert found is not None, f"no {type_} condition"
+    return found.status, found.reason
+
+
+def test_first_tick_starts_the_rollout_at_the_first_weight() -> None:
+    driver = Driver(make_spec())
+    decision = driver.tick(missing=True)
+    assert driver.status.stage is Stage.PROGRESSING
+    assert driver.status.candidate_weight == 10
+    assert ScaleCandidate(2) in decision.actions
+    assert SetWeight(10) in decision.actions
+    assert reasons(driver) == ["RolloutStarted"]
+    assert condition(driver, "Progressing") == ("True", "RolloutStarted")
+    assert condition(driver, "Promoted")[0] == "False"
+
+
+def test_healthy_candidate_advances_each_step_then_promotes() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    weights = []
+    for _ in range(20):
+        decision = driver.tick()
+        weights += [a.weight for a in decision.actions if isinstance(a, SetWeight)]
+        if driver.status.stage is Stage.PROMOTED:
+            break
+    assert driver.status.stage is Stage.PROMOTED
+    assert weights == [50]
+    assert any(isinstance(a, Promote) for a in driver.decisions[-1].actions)
+    assert reasons(driver) == ["RolloutStarted", "StepAdvanced", "AllStepsPassed"]
+    assert condition(driver, "Promoted") == ("True", "AllStepsPassed")
+    assert condition(driver, "Progressing")[0] == "False"
+    # Each step lasted its analysis time (180 s = 3 ticks) and no less.
+    assert len(driver.decisions) == 1 + 3 + 3
+    # The promotion decision recorded every gate's verdict in the ledger.
+    final = [e for e in driver.status.ledger if e.time == driver.now]
+    assert {e.gate for e in final} == {
+        "nonFinite",
+        "burnRate",
+        "errorRate",
+        "latencyRegression",
+        "latencyCeiling",
+        "divergence",
+    }
+    assert all(e.verdict == "Pass" for e in final)
+
+
+def test_nan_rolls_back_at_once_with_its_own_reason() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick()
+    decision = driver.tick(candidate=arm(nonfinite=1, windows=driver.windows()))
+    assert driver.status.stage is Stage.ROLLED_BACK
+    assert driver.status.candidate_weight == 0
+    assert decision.actions[:2] == (SetWeight(0), Rollback())
+    assert condition(driver, "RolledBack") == ("True", "NonFiniteOutputs")
+    failing = [e for e in driver.status.ledger if e.verdict == "Fail"]
+    assert [e.gate for e in failing] == ["nonFinite"]
+    assert failing[0].value == 1
+
+
+def test_clear_error_rate_rise_rolls_back_on_error_rate_or_burn() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    for _ in range(3):
+        driver.tick(
+            candidate=arm(failures=100, windows=driver.windows()),
+            baseline=arm(failures=1, windows=driver.windows()),
+        )
+        if driver.status.stage is Stage.ROLLED_BACK:
+            break
+    assert driver.status.stage is Stage.ROLLED_BACK
+    assert condition(driver, "RolledBack")[1] in {"FastBurn", "ErrorRateAboveTolerance"}
+
+
+def test_failures_shared_by_both_arms_are_not_blamed_on_the_candidate() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    for _ in range(3):
+        both = arm(failures=100, windows=driver.windows())
+        driver.tick(candidate=both, baseline=both)
+    assert driver.status.stage is not Stage.ROLLED_BACK
+
+
+def test_missing_metrics_never_promote_and_pause_at_the_deadline() -> None:
+    spec = make_spec(insufficientData={"maxExtensionSeconds": 120})
+    driver = Driver(spec)
+    driver.tick(missing=True)
+    for _ in range(10):
+        decision = driver.tick(missing=True)
+        assert not any(isinstance(a, Promote | SetWeight) for a in decision.actions)
+        assert all(r.verdict.value == "Inconclusive" for r in decision.results)
+    assert driver.status.stage is Stage.PAUSED
+    assert condition(driver, "Stalled") == ("True", "InsufficientData")
+    assert reasons(driver).count("InsufficientData") == 1
+
+
+def test_insufficient_data_can_roll_back_instead() -> None:
+    spec = make_spec(insufficientData={"maxExtensionSeconds": 0, "action": "Rollback"})
+    driver = Driver(spec)
+    driver.tick(missing=True)
+    for _ in range(3):
+        driver.tick(missing=True)
+    assert driver.status.stage is Stage.ROLLED_BACK
+    assert condition(driver, "RolledBack") == ("True", "InsufficientData")
+
+
+def test_paused_rollout_resumes_when_evidence_arrives() -> None:
+    spec = make_spec(insufficientData={"maxExtensionSeconds": 0})
+    driver = Driver(spec)
+    driver.tick(missing=True)
+    for _ in range(3):
+        driver.tick(missing=True)
+    assert driver.status.stage is Stage.PAUSED
+    for _ in range(3):
+        driver.tick()
+    assert driver.status.step_index == 1
+    assert "AnalysisResumed" in reasons(driver)
+
+
+def test_abort_request_rolls_back_once() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    abort = ManualRequest(RequestKind.ABORT, "abort-1")
+    driver.tick(request=abort)
+    assert driver.status.stage is Stage.ROLLED_BACK
+    assert condition(driver, "RolledBack") == ("True", "Aborted")
+    assert driver.status.handled_request == "abort-1"
+    # The annotation stays on the object: reading it again changes nothing.
+    before = driver.status
+    decision = driver.tick(request=abort)
+    assert decision.actions == ()
+    assert driver.status.stage is before.stage
+
+
+def test_manual_promote_skips_remaining_steps() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick(request=ManualRequest(RequestKind.PROMOTE, "p1"))
+    assert driver.status.stage is Stage.PROMOTED
+    assert condition(driver, "Promoted") == ("True", "ManualPromotion")
+
+
+def test_manual_promote_is_refused_when_a_critical_gate_fails() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick(
+        candidate=arm(nonfinite=3, windows=driver.windows()),
+        request=ManualRequest(RequestKind.PROMOTE, "p1"),
+    )
+    assert driver.status.stage is Stage.ROLLED_BACK
+    assert "PromotionRefused" in reasons(driver)
+
+
+def test_retry_after_rollback_starts_again_with_fresh_evidence() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick(candidate=arm(nonfinite=1, windows=driver.windows()))
+    assert driver.status.stage is Stage.ROLLED_BACK
+    decision = driver.tick(request=ManualRequest(RequestKind.RETRY, "r1"))
+    assert driver.status.stage is Stage.PROGRESSING
+    assert driver.status.step_index == 0
+    assert SetWeight(10) in decision.actions
+    assert condition(driver, "RolledBack")[0] == "False"
+    # The NaN seen before the retry no longer counts.
+    driver.tick()
+    assert driver.status.stage is Stage.PROGRESSING
+
+
+def test_requests_on_a_finished_rollout_are_ignored_with_an_event() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick(request=ManualRequest(RequestKind.PROMOTE, "p1"))
+    driver.tick(request=ManualRequest(RequestKind.ABORT, "a1"))
+    assert driver.status.stage is Stage.PROMOTED
+    assert reasons(driver)[-1] == "RequestIgnored"
+
+
+def test_spec_change_restarts_the_analysis() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True, generation=1)
+    for _ in range(4):
+        driver.tick(generation=1)
+    assert driver.status.step_index == 1
+    decision = driver.tick(generation=2)
+    assert driver.status.step_index == 0
+    assert driver.status.observed_generation == 2
+    assert SetWeight(10) in decision.actions
+    assert reasons(driver)[-1] == "SpecChanged"
+
+
+def test_a_replayed_tick_changes_nothing() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick()
+    before = driver.status
+    decision = driver.tick(advance=False)
+    assert decision.actions == ()
+    assert driver.status == before
+
+
+def test_ledger_is_bounded() -> None:
+    driver = Driver(make_spec(ledgerLimit=10))
+    driver.tick(missing=True)
+    for index in range(30):
+        # Alternate data and no data so verdicts keep changing and get recorded.
+        driver.tick(missing=index % 2 == 0)
+    assert 0 < len(driver.status.ledger) <= 10
+
+
+def test_status_survives_the_round_trip_through_the_api_server() -> None:
+    kept, stored = Driver(make_spec(), through_dict=False), Driver(make_spec())
+    for driver in (kept, stored):
+        driver.tick(missing=True)
+        for index in range(8):
+            driver.tick(candidate=arm(failures=index % 3, windows=driver.windows()))
+    assert kept.status.to_dict() == stored.status.to_dict()
+
+
+def test_parse_request_reads_kind_and_id() -> None:
+    assert parse_request("promote/2026-11-25T20:00:00Z") == ManualRequest(
+        RequestKind.PROMOTE, "2026-11-25T20:00:00Z"
+    )
+    assert parse_request(" Abort ").kind is RequestKind.ABORT
+
+
+def test_parse_request_rejects_unknown_kinds() -> None:
+    try:
+        parse_request("resume/1")
+    except ValueError as error:
+        assert "promote, abort, retry" in str(error)
+    else:
+        raise AssertionError("an unknown request was accepted")
