@@ -27,10 +27,11 @@ test: setup lint typecheck
 bench: setup
 	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json
 
-# The local sandbox lands with the operator; until then the demo replays the
-# decision benchmark's scenarios through the rollout state machine.
+# Replays one generated rollout through the decision core: SCENARIO=healthy,
+# or a fault kind such as nan-burst, errors-10x, latency-p99-50, drift-kl-0.05.
+SCENARIO ?= healthy
 demo: setup
-	$(BIN)/gelu-rollout demo
+	COLUMNS=$${COLUMNS:-160} $(BIN)/gelu-rollout demo --scenario $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench-decisions.json

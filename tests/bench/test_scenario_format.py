@@ -124,13 +124,6 @@ def _set(document: dict[str, Any], path: str, value: Any) -> None:
         target[keys[-1]] = value
 
 
-# scenario_from_json reads tickSeconds and slo.latencyP99Ms while building the Scenario,
-# after it has raised for the problems found so far, so their problems are dropped and the
-# bad value (or 0.0 for a non-number) is used. Strict: these start passing once fixed.
-_CHECKED_TOO_LATE = pytest.mark.xfail(
-    strict=True, reason="scenario.py validates tickSeconds/slo.latencyP99Ms after raising"
-)
-
 INVALID = [
     ("format", "gelu-rollout/scenario/v0", "format"),
     ("format", ..., "format"),
@@ -138,9 +131,9 @@ INVALID = [
     ("severity", "catastrophic", "severity"),
     ("slo.availability", 1.5, "slo.availability"),
     ("slo.availability", "high", "slo.availability"),
-    pytest.param("slo.latencyP99Ms", -1, "slo.latencyP99Ms", marks=_CHECKED_TOO_LATE),
-    pytest.param("slo.latencyP99Ms", "fast", "slo.latencyP99Ms", marks=_CHECKED_TOO_LATE),
-    pytest.param("tickSeconds", 0.5, "tickSeconds", marks=_CHECKED_TOO_LATE),
+    ("slo.latencyP99Ms", -1, "slo.latencyP99Ms"),
+    ("slo.latencyP99Ms", "fast", "slo.latencyP99Ms"),
+    ("tickSeconds", 0.5, "tickSeconds"),
     ("histogramBounds", [], "histogramBounds"),
     ("histogramBounds", ..., "histogramBounds"),
     ("histogramBounds", [0.0, 2.0, 1.0], "histogramBounds"),

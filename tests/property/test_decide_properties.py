@@ -51,9 +51,7 @@ def run(ticks: list[dict[str, object]]) -> Driver:
     return driver
 
 
-SETTINGS = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
@@ -70,7 +68,8 @@ def test_decide_never_promotes_on_a_failing_tick_without_a_request(
             assert not (promoted and critical), "promoted over a critical failure"
             manual = decision.status.condition("Promoted")
             if promoted:
-                assert manual is not None and manual.reason == "ManualPromotion"
+                assert manual is not None
+                assert manual.reason == "ManualPromotion"
             else:
                 assert any(isinstance(a, Rollback) for a in decision.actions)
 
@@ -101,9 +100,9 @@ def test_weights_come_from_the_spec_and_finished_rollouts_stay_finished(
         assert 0 <= decision.status.candidate_weight <= 100
         if finished_at is not None and not stage.terminal:
             # Only a retry of a rolled-back rollout starts it again.
-            assert any(
-                a.reason == "Retried" for a in decision.events
-            ), "left a finished stage without a retry"
+            assert any(a.reason == "Retried" for a in decision.events), (
+                "left a finished stage without a retry"
+            )
         finished_at = index if stage.terminal else None
         if stage is Stage.PROMOTED:
             assert decision.status.candidate_weight == 100

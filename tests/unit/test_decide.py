@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gelu_rollout.rollout.actions import EmitEvent, Promote, Rollback, ScaleCandidate, SetWeight
 from gelu_rollout.rollout.requests import ManualRequest, RequestKind, parse_request
 from gelu_rollout.spec.status import Stage
@@ -72,6 +74,8 @@ def test_nan_rolls_back_at_once_with_its_own_reason() -> None:
     failing = [e for e in driver.status.ledger if e.verdict == "Fail"]
     assert [e.gate for e in failing] == ["nonFinite"]
     assert failing[0].value == 1
+    # The ledger records where the evidence was gathered, not where the rollback left it.
+    assert (failing[0].step, failing[0].weight) == (0, 10)
 
 
 def test_clear_error_rate_rise_rolls_back_on_error_rate_or_burn() -> None:
@@ -240,9 +244,5 @@ def test_parse_request_reads_kind_and_id() -> None:
 
 
 def test_parse_request_rejects_unknown_kinds() -> None:
-    try:
+    with pytest.raises(ValueError, match="promote, abort, retry"):
         parse_request("resume/1")
-    except ValueError as error:
-        assert "promote, abort, retry" in str(error)
-    else:
-        raise AssertionError("an unknown request was accepted")

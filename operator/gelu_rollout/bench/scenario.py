@@ -282,6 +282,10 @@ def scenario_from_json(data: Any, source: str = "<scenario>") -> Scenario:
                     candidate=r.arm(tick.get("candidate"), f"ticks[{i}].candidate", buckets),
                 )
             )
+    tick_seconds = r.number(data.get("tickSeconds", 60), "tickSeconds", minimum=1)
+    ceiling_ms = r.number(slo.get("latencyP99Ms", 250), "slo.latencyP99Ms")
+    if ceiling_ms <= 0:
+        r.fail("slo.latencyP99Ms", f"must be above 0, got {ceiling_ms}")
     onset_raw = data.get("faultOnsetTick")
     onset = None if onset_raw is None else r.integer(onset_raw, "faultOnsetTick", minimum=0)
     if expected == "rollback" and onset is None:
@@ -294,12 +298,10 @@ def scenario_from_json(data: Any, source: str = "<scenario>") -> Scenario:
         kind=str(data.get("kind", "healthy" if expected == "promote" else "unknown")),
         severity=severity,
         expected="promote" if expected == "promote" else "rollback",
-        tick_seconds=r.number(data.get("tickSeconds", 60), "tickSeconds", minimum=1),
+        tick_seconds=tick_seconds,
         fault_onset_tick=onset,
         availability_slo=availability,
-        latency_p99_ceiling_ms=r.number(
-            slo.get("latencyP99Ms", 250), "slo.latencyP99Ms", minimum=0
-        ),
+        latency_p99_ceiling_ms=ceiling_ms,
         histogram_bounds=bounds,
         steps=tuple(steps),
         ticks=tuple(ticks),

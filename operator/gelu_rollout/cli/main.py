@@ -23,7 +23,12 @@ bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=T
 app.add_typer(bench_app, name="bench")
 
 out = Console()
-err = Console(stderr=True)
+
+
+def fail(message: str) -> typer.Exit:
+    """Print an error the kubectl way (stderr, no decoration) and give the exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
 
 
 @app.command()
@@ -34,11 +39,9 @@ def validate(
     try:
         documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
     except (OSError, yaml.YAMLError) as error:
-        err.print(f"error: cannot read {path}: {error}")
-        raise typer.Exit(1) from None
+        raise fail(f"cannot read {path}: {error}") from None
     if not documents:
-        err.print(f"error: {path} holds no document")
-        raise typer.Exit(1)
+        raise fail(f"{path} holds no document")
     failed = False
     for document in documents:
         try:
@@ -50,9 +53,11 @@ def validate(
                 if isinstance(document, dict)
                 else "?"
             )
-            err.print(f"error: {path} ({name}): {len(error.problems)} problem(s)\n{error}")
+            typer.echo(
+                f"error: {path} ({name}): {len(error.problems)} problem(s)\n{error}", err=True
+            )
             continue
-        out.print(yaml.safe_dump({"spec": spec.to_dict()}, sort_keys=False))
+        typer.echo(yaml.safe_dump({"spec": spec.to_dict()}, sort_keys=False), nl=False)
     if failed:
         raise typer.Exit(1)
 
@@ -81,8 +86,7 @@ def bench_decisions(
             else generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
         )
     except ScenarioError as error:
-        err.print(f"error: {error}")
-        raise typer.Exit(1) from None
+        raise fail(str(error)) from None
     report = benchmark(suite, workers=workers)
     report["source"] = str(scenarios) if scenarios is not None else f"generated (seed {seed})"
     print_bench_report(report, out)
@@ -119,8 +123,7 @@ def demo(
     try:
         code = run_demo(scenario, seed, out)
     except ValueError as error:
-        err.print(f"error: {error}")
-        raise typer.Exit(1) from None
+        raise fail(str(error)) from None
     raise typer.Exit(code)
 
 

@@ -55,6 +55,10 @@ def run_demo(kind: str, seed: int, console: Console) -> int:
     console.print(ticks)
     assert final is not None
     console.print(ledger_table(final.ledger[-12:], "Decision ledger (newest first)"))
-    console.print(f"[bold]outcome[/]: {final.stage.value}: {final.message}")
+    finished = final.condition(final.stage.value)
+    reason = f" ({finished.reason})" if finished is not None else ""
+    console.print(
+        Text.assemble(("outcome", "bold"), f": {final.stage.value}{reason}: {final.message}")
+    )
     expected = Stage.PROMOTED if scenario.expected == "promote" else Stage.ROLLED_BACK
     return 0 if final.stage is expected else 1

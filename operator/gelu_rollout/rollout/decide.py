@@ -114,6 +114,8 @@ class _Next:
         self.results: tuple[GateResult, ...] = ()
         self.previous_verdicts: Mapping[str, str] = {}
         self.decided = False
+        # Where the evidence was gathered, before a decision moves the rollout on.
+        self.judged_at = (status.step_index, status.candidate_weight)
 
     def update(self, **changes: Any) -> None:
         self.status = self.status.model_copy(update=changes)
@@ -133,8 +135,8 @@ class _Next:
         entries = [
             LedgerEntry(
                 time=self.now,
-                step=self.status.step_index,
-                weight=self.status.candidate_weight,
+                step=self.judged_at[0],
+                weight=self.judged_at[1],
                 gate=r.gate,
                 verdict=r.verdict.value,
                 value=r.value,

@@ -1,0 +1,307 @@
+"""Unit tests of the anytime-valid statistics in ``gelu_rollout.analysis.sequential``.
+
+Besides the deterministic properties, two seeded Monte-Carlo checks simulate
+healthy candidates looked at many times and check that the false-alarm rate
+over the whole sequence stays within alpha (Ville's inequality for the
+e-value, Robbins' normal-mixture boundary for the Gaussian sums).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from gelu_rollout.analysis.sequential import (
+    RATE_MULTIPLIERS,
+    binomial_log_evalue,
+    binomial_upper_tail,
+    exceeds_normal_mixture,
+    mixture_rho,
+    normal_mixture_bound,
+    spent_alpha,
+)
+
+ALPHA = 0.05
+LOG_THRESHOLD = math.log(1.0 / ALPHA)
+
+
+def _mc_limit(alpha: float, runs: int) -> float:
+    """alpha plus a 3-sigma Monte-Carlo margin for a rate estimated from ``runs`` runs."""
+    return alpha + 3.0 * math.sqrt(alpha * (1.0 - alpha) / runs)
+
+
+# ---------------------------------------------------------------------------------------------
+# binomial_log_evalue
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1e-4, 1e-3, 0.01, 0.2])
+def test_log_evalue_is_zero_without_data(rate: float) -> None:
+    assert binomial_log_evalue(0.0, 0.0, rate) == 0.0
+
+
+def test_log_evalue_is_zero_for_a_non_positive_tolerance() -> None:
+    assert binomial_log_evalue(5.0, 100.0, 0.0) == 0.0
+
+
+def test_log_evalue_is_zero_when_no_alternative_is_a_valid_rate() -> None:
+    # Every alternative m * p0 (m >= 1.25) is >= 1 when p0 = 0.9: nothing to test against.
+    assert binomial_log_evalue(90.0, 100.0, 0.9) == 0.0
+
+
+def test_log_evalue_grows_with_failures_well_above_the_tolerated_rate() -> None:
+    p0 = 0.001
+    n = 100_000.0
+    # 5x and 10x the tolerated rate over 100k requests: overwhelming evidence.
+    five = binomial_log_evalue(5 * p0 * n, n, p0)
+    ten = binomial_log_evalue(10 * p0 * n, n, p0)
+    assert five > LOG_THRESHOLD
+    assert ten > five
+    # The mixture is at least the best single alternative's likelihood ratio
+    # less the cost of mixing, log(len(multipliers)): check against m = 5 at 5x.
+    f, s = 5 * p0 * n, n - 5 * p0 * n
+    q = 5 * p0
+    lr5 = f * math.log(q / p0) + s * (math.log1p(-q) - math.log1p(-p0))
+    assert five >= lr5 - math.log(len(RATE_MULTIPLIERS)) - 1e-9
+
+
+def test_log_evalue_grows_with_the_sample_at_a_fixed_excess_rate() -> None:
+    p0 = 0.01
+    values = [binomial_log_evalue(3 * p0 * n, n, p0) for n in (100.0, 1_000.0, 10_000.0)]
+    assert values[0] < values[1] < values[2]
+
+
+@pytest.mark.parametrize("p0", [1e-4, 1e-3, 0.01, 0.1])
+@pytest.mark.parametrize("n", [10.0, 100.0, 1_000.0, 10_000.0, 1_000_000.0])
+def test_log_evalue_at_the_tolerated_rate_stays_below_the_threshold(p0: float, n: float) -> None:
+    # With failures exactly p0 * n each alternative's log likelihood ratio is
+    # -n KL(p0 || q) < 0, so the mixture is below 1 (log below 0), far from 1/alpha.
+    log_e = binomial_log_evalue(p0 * n, n, p0)
+    assert log_e < 0.0
+    assert log_e < LOG_THRESHOLD
+
+
+@pytest.mark.parametrize("p0", [1e-3, 0.01, 0.05])
+def test_log_evalue_is_monotone_in_failures(p0: float) -> None:
+    n = 2_000.0
+    failures = np.linspace(0.0, n, 401)
+    values = [binomial_log_evalue(float(f), n, p0) for f in failures]
+    assert all(b > a for a, b in zip(values, values[1:], strict=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# binomial_upper_tail
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 7, 50, 400, 5_000])
+@pytest.mark.parametrize("p", [1e-4, 0.001, 0.03, 0.5, 0.97])
+def test_upper_tail_matches_scipy_for_integer_counts(n: int, p: float) -> None:
+    ks = sorted({1, 2, 3, n // 10 + 1, n // 2 + 1, n - 1, n} - {0})
+    for k in ks:
+        if k > n or k < 1:
+            continue
+        expected = stats.binom.sf(k - 1, n, p)
+        assert binomial_upper_tail(float(k), float(n), p) == pytest.approx(
+            expected, rel=1e-7, abs=1e-300
+        ), (k, n, p)
+
+
+def test_upper_tail_edges() -> None:
+    # P(X >= 0) = 1, and X can never exceed the number of trials.
+    assert binomial_upper_tail(0.0, 100.0, 0.3) == 1.0
+    assert binomial_upper_tail(-1.0, 100.0, 0.3) == 1.0
+    assert binomial_upper_tail(101.0, 100.0, 0.3) == 0.0
+    # P(X >= n) = p^n.
+    assert binomial_upper_tail(10.0, 10.0, 0.5) == pytest.approx(0.5**10)
+
+
+def test_upper_tail_is_continuous_and_monotone_for_fractional_counts() -> None:
+    ks = np.linspace(0.5, 30.0, 60)
+    tails = [binomial_upper_tail(float(k), 100.0, 0.1) for k in ks]
+    assert all(0.0 <= t <= 1.0 for t in tails)
+    assert all(b < a for a, b in zip(tails, tails[1:], strict=False))
+    # Between integer counts the fractional tail lies between its neighbours.
+    lo, mid, hi = (binomial_upper_tail(k, 100.0, 0.1) for k in (10.0, 10.5, 11.0))
+    assert hi < mid < lo
+
+
+# ---------------------------------------------------------------------------------------------
+# spent_alpha
+# ---------------------------------------------------------------------------------------------
+
+
+def test_spent_alpha_sums_to_alpha_over_many_looks() -> None:
+    alpha = 0.01
+    looks = 100_000
+    spent = [spent_alpha(alpha, k) for k in range(1, looks + 1)]
+    assert all(s > 0 for s in spent)
+    assert all(b < a for a, b in zip(spent, spent[1:], strict=False))
+    total = math.fsum(spent)
+    # alpha / (k (k + 1)) telescopes: the first N looks spend alpha (1 - 1 / (N + 1)).
+    assert total == pytest.approx(alpha * (1 - 1 / (looks + 1)), rel=1e-9)
+    assert total <= alpha
+    assert total > alpha * 0.9999
+
+
+@pytest.mark.parametrize("look", [0, -1, -10])
+def test_spent_alpha_rejects_looks_before_the_first(look: int) -> None:
+    with pytest.raises(ValueError, match="look"):
+        spent_alpha(0.05, look)
+
+
+def test_spent_alpha_first_look_spends_half() -> None:
+    assert spent_alpha(0.05, 1) == pytest.approx(0.025)
+
+
+# ---------------------------------------------------------------------------------------------
+# normal-mixture boundary
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mixture_rho_is_proportional_to_the_target() -> None:
+    assert mixture_rho(2000.0, 0.05) == pytest.approx(2.0 * mixture_rho(1000.0, 0.05))
+    assert mixture_rho(1000.0, 0.05) > 0
+
+
+def test_normal_mixture_bound_at_zero_information() -> None:
+    # bound(0) = sqrt(rho log(1 / alpha^2)).
+    rho = 7.0
+    assert normal_mixture_bound(0.0, 0.05, rho) == pytest.approx(
+        math.sqrt(rho * 2 * math.log(1 / 0.05))
+    )
+
+
+def test_normal_mixture_bound_grows_slower_than_linearly() -> None:
+    rho = mixture_rho(1000.0, ALPHA)
+    vs = [10.0**e for e in range(0, 10)]
+    bounds = [normal_mixture_bound(v, ALPHA, rho) for v in vs]
+    # Increasing in the information...
+    assert all(b > a for a, b in zip(bounds, bounds[1:], strict=False))
+    # ...but ever smaller relative to it (so the confidence width bound / V shrinks).
+    per_unit = [b / v for b, v in zip(bounds, vs, strict=True)]
+    assert all(b < a for a, b in zip(per_unit, per_unit[1:], strict=False))
+    assert per_unit[-1] < 1e-3
+    # And at least as wide as a fixed-level Gaussian bound (sqrt(V) z_{alpha/2}) for large V.
+    assert bounds[-1] > math.sqrt(vs[-1]) * stats.norm.isf(ALPHA / 2)
+
+
+def test_normal_mixture_bound_is_wider_for_smaller_alpha() -> None:
+    rho = 50.0
+    assert normal_mixture_bound(1000.0, 0.001, rho) > normal_mixture_bound(1000.0, 0.05, rho)
+
+
+def test_exceeds_normal_mixture_lower_bound_is_below_the_estimate() -> None:
+    rho = mixture_rho(1000.0, ALPHA)
+    for information in (0.5, 10.0, 1e3, 1e6):
+        for estimate in (-1.0, 0.0, 0.05, 2.0):
+            _, lower = exceeds_normal_mixture(estimate, 0.1, information, ALPHA, rho)
+            assert lower < estimate
+            expected = estimate - normal_mixture_bound(information, ALPHA, rho) / information
+            assert lower == pytest.approx(expected)
+
+
+def test_exceeds_normal_mixture_decisions() -> None:
+    rho = mixture_rho(1000.0, ALPHA)
+    # No information: never exceeds, lower bound -inf.
+    assert exceeds_normal_mixture(10.0, 0.1, 0.0, ALPHA, rho) == (False, -math.inf)
+    # Estimate below the tolerance: never exceeds, whatever the information.
+    assert not exceeds_normal_mixture(0.09, 0.1, 1e12, ALPHA, rho)[0]
+    # Far above with plenty of information: exceeds.
+    assert exceeds_normal_mixture(0.5, 0.1, 1e4, ALPHA, rho)[0]
+    # Slightly above with little information: does not.
+    assert not exceeds_normal_mixture(0.12, 0.1, 10.0, ALPHA, rho)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Monte-Carlo validity under continuous monitoring
+# ---------------------------------------------------------------------------------------------
+
+
+def test_binomial_evalue_false_alarm_rate_over_many_looks() -> None:
+    """Healthy candidates exactly at the tolerated rate, looked at 30 times each.
+
+    By Ville's inequality the running e-value ever reaching 1/alpha has
+    probability at most alpha. A fixed-level test checked 30 times would
+    exceed that several times over.
+    """
+    rng = np.random.default_rng(20260301)
+    runs, looks, p0 = 2000, 30, 0.01
+    requests = rng.integers(20, 3000, size=(runs, looks)).astype(float)
+    failures = rng.binomial(requests.astype(int), p0).astype(float)
+    total_n = np.cumsum(requests, axis=1)
+    total_f = np.cumsum(failures, axis=1)
+    crossed = 0
+    for run in range(runs):
+        for look in range(looks):
+            # At an observed rate <= p0 every alternative's likelihood ratio is
+            # below 1 (it is -n KL(rate || q) plus a term that is negative when
+            # rate < p0), so only looks above p0 can cross; skipping the others
+            # keeps the test fast.
+            if total_f[run, look] <= p0 * total_n[run, look]:
+                continue
+            if binomial_log_evalue(total_f[run, look], total_n[run, look], p0) >= LOG_THRESHOLD:
+                crossed += 1
+                break
+    rate = crossed / runs
+    assert rate <= _mc_limit(ALPHA, runs), rate
+
+
+def test_binomial_evalue_detects_a_real_excess_in_the_same_simulation() -> None:
+    """The same design at 3x the tolerated rate: the e-value must find most of them
+    (guards against a validity check that passes because the e-value never moves)."""
+    rng = np.random.default_rng(7)
+    runs, looks, p0 = 300, 30, 0.01
+    requests = rng.integers(20, 3000, size=(runs, looks)).astype(float)
+    failures = rng.binomial(requests.astype(int), 3 * p0).astype(float)
+    total_n = np.cumsum(requests, axis=1)
+    total_f = np.cumsum(failures, axis=1)
+    found = sum(
+        binomial_log_evalue(total_f[run, -1], total_n[run, -1], p0) >= LOG_THRESHOLD
+        for run in range(runs)
+    )
+    assert found / runs > 0.95
+
+
+def test_normal_mixture_false_alarm_rate_over_many_looks() -> None:
+    """Gaussian increments whose mean is exactly the tolerance, with varying
+    precision per look; the one-sided crossing of the boundary must stay within
+    alpha (it is a two-sided boundary used one-sidedly, so about alpha / 2)."""
+    rng = np.random.default_rng(31337)
+    runs, looks, tolerance = 2000, 30, 0.1
+    rho = mixture_rho(100.0, ALPHA)
+    weights = rng.uniform(0.5, 20.0, size=(runs, looks))  # 1 / variance of each increment
+    samples = tolerance + rng.standard_normal((runs, looks)) / np.sqrt(weights)
+    information = np.cumsum(weights, axis=1)
+    means = np.cumsum(weights * samples, axis=1) / information
+    crossed = 0
+    for run in range(runs):
+        for look in range(looks):
+            exceeded, _ = exceeds_normal_mixture(
+                float(means[run, look]), tolerance, float(information[run, look]), ALPHA, rho
+            )
+            if exceeded:
+                crossed += 1
+                break
+    rate = crossed / runs
+    assert rate <= _mc_limit(ALPHA, runs), rate
+
+
+def test_normal_mixture_detects_a_real_excess_in_the_same_simulation() -> None:
+    rng = np.random.default_rng(99)
+    runs, looks, tolerance = 300, 30, 0.1
+    rho = mixture_rho(100.0, ALPHA)
+    weights = rng.uniform(0.5, 20.0, size=(runs, looks))
+    samples = tolerance + 0.5 + rng.standard_normal((runs, looks)) / np.sqrt(weights)
+    information = np.cumsum(weights, axis=1)
+    means = np.cumsum(weights * samples, axis=1) / information
+    found = sum(
+        exceeds_normal_mixture(
+            float(means[run, -1]), tolerance, float(information[run, -1]), ALPHA, rho
+        )[0]
+        for run in range(runs)
+    )
+    assert found / runs > 0.95
