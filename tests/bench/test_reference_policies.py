@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
+from gelu_rollout.analysis.observations import ArmObservation
 from gelu_rollout.bench.policies.flagger import FlaggerStylePolicy, kl_divergence
 from gelu_rollout.bench.policies.kayenta import (
     METRICS,
@@ -20,7 +21,7 @@ from gelu_rollout.bench.policies.kayenta import (
     remove_outliers,
     score_results,
 )
-from gelu_rollout.bench.scenario import ArmDelta, ArmTick, Scenario, StepPlan, Tick
+from gelu_rollout.bench.scenario import ArmTick, Scenario, StepPlan, Tick
 
 BOUNDS = (-0.1, 0.5, 1.0, 2.0)
 # Share of outputs per bucket (len(BOUNDS) + 1 buckets). Sixteenths, and arms of 1024 and
@@ -223,10 +224,10 @@ def test_flagger_threshold_range_edges_are_inclusive() -> None:
     # availability 0.75 keeps the arithmetic exact: 75 of 100 succeed -> 75.0%.
     scenario = build(_healthy(2), availability=0.75, ceiling_ms=200.0)
 
-    def candidate(failures: float, p99: float) -> ArmDelta:
-        return ArmDelta(100.0, failures, 0.0, tuple(100 * s for s in SHAPE), p99)
+    def candidate(failures: float, p99: float) -> ArmObservation:
+        return ArmObservation(100.0, failures, 0.0, tuple(100 * s for s in SHAPE), p99)
 
-    baseline = ArmDelta(900.0, 0.0, 0.0, tuple(900 * s for s in SHAPE), 100.0)
+    baseline = ArmObservation(900.0, 0.0, 0.0, tuple(900 * s for s in SHAPE), 100.0)
     assert policy.check_interval(scenario, baseline, candidate(25.0, 200.0)) is None
     assert policy.check_interval(scenario, baseline, candidate(26.0, 200.0)) is not None
     assert policy.check_interval(scenario, baseline, candidate(25.0, 200.001)) is not None

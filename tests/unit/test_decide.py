@@ -246,3 +246,26 @@ def test_parse_request_reads_kind_and_id() -> None:
 def test_parse_request_rejects_unknown_kinds() -> None:
     with pytest.raises(ValueError, match="promote, abort, retry"):
         parse_request("resume/1")
+
+
+def test_a_bad_scrape_is_set_aside_as_missing_data() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick()
+    before = driver.status.analysis
+    decision = driver.tick(candidate=arm(requests=float("nan"), windows=driver.windows()))
+    assert driver.status.stage is Stage.PROGRESSING
+    assert all(r.verdict.value == "Inconclusive" for r in decision.results)
+    assert "observation rejected: candidate: requests is nan" in decision.results[0].message
+    # The evidence gathered so far is untouched.
+    assert driver.status.analysis["segments"] == before["segments"]
+
+
+def test_a_histogram_that_changes_its_buckets_does_not_crash_the_rollout() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick()
+    decision = driver.tick(candidate=arm(histogram=[1.0, 2.0], windows=driver.windows()))
+    assert "histogram has 2 buckets, earlier ticks had 5" in decision.results[0].message
+    driver.tick()
+    assert driver.status.stage is Stage.PROGRESSING

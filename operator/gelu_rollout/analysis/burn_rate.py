@@ -5,7 +5,8 @@ step's analysis time and the short window a twelfth of it (never shorter than
 one interval). The check fires when the candidate burns its error budget at
 or above the pair's rate over both windows, as the workbook's alerts do, and
 the long window's failures are also significant against the tolerated rate
-at this look's share of alpha (so ten requests with one failure never page).
+at this look's share of alpha, so a few failures among few requests do not
+page.
 It is critical: a firing check rolls back at once.
 """
 

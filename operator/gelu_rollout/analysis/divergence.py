@@ -69,6 +69,17 @@ def divergence_gate(
 ) -> GateResult:
     b, c = evidence.baseline.histogram, evidence.candidate.histogram
     nb, nc = sum(b), sum(c)
+    if len(b) != len(c):
+        return GateResult(
+            GATE,
+            Verdict.INCONCLUSIVE,
+            None,
+            max_kl,
+            0.0,
+            evidence.seconds,
+            f"the arms' output histograms differ in buckets ({len(b)} vs {len(c)}): "
+            "their models export different bucket bounds",
+        )
     if not b or nb <= 0 or nc <= 0:
         return GateResult(
             GATE,

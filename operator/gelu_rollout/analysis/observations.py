@@ -40,6 +40,40 @@ class ArmObservation:
     windows: Mapping[float, WindowCounts] = field(default_factory=dict)
 
 
+def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str | None:
+    """Why an arm's observation cannot be added to its totals, or None if it can.
+
+    Observers are outside the functional core; what they report is checked
+    here so a bad scrape is set aside as missing data instead of crashing the
+    rollout or corrupting its evidence.
+    """
+    counts = {
+        "requests": observation.requests,
+        "failures": observation.failures,
+        "nonfinite": observation.nonfinite,
+    }
+    for name, value in counts.items():
+        if not math.isfinite(value) or value < 0:
+            return f"{name} is {value}"
+    if observation.failures > observation.requests:
+        return f"{observation.failures} failures exceed {observation.requests} requests"
+    if any(not math.isfinite(x) or x < 0 for x in observation.histogram):
+        return "a histogram bucket count is negative or not finite"
+    if (
+        totals.histogram
+        and observation.histogram
+        and len(observation.histogram) != len(totals.histogram)
+    ):
+        return (
+            f"histogram has {len(observation.histogram)} buckets, "
+            f"earlier ticks had {len(totals.histogram)}"
+        )
+    p99 = observation.p99_ms
+    if p99 is not None and (not math.isfinite(p99) or p99 < 0):
+        return f"p99 is {p99}"
+    return None
+
+
 @dataclass(frozen=True)
 class ArmTotals:
     """Running totals of one arm over the current step."""
@@ -51,13 +85,15 @@ class ArmTotals:
 
     def add(self, observation: ArmObservation) -> ArmTotals:
         histogram = observation.histogram
-        if self.histogram:
+        if self.histogram and histogram:
             if len(self.histogram) != len(histogram):
                 raise ValueError(
                     f"histogram has {len(histogram)} buckets, "
                     f"earlier ticks had {len(self.histogram)}"
                 )
             histogram = tuple(a + b for a, b in zip(self.histogram, histogram, strict=True))
+        elif self.histogram:
+            histogram = self.histogram
         return ArmTotals(
             requests=self.requests + observation.requests,
             failures=self.failures + observation.failures,
@@ -138,25 +174,39 @@ class StepEvidence:
 
     @staticmethod
     def from_dict(data: Mapping[str, Any] | None) -> StepEvidence:
-        """Read back what ``to_dict`` wrote; anything unreadable starts afresh."""
+        """Read back what ``to_dict`` wrote; anything unreadable or impossible (negative,
+        NaN, infinite) starts afresh: a hand-edited status must not make a gate pass."""
         if not data:
             return StepEvidence()
+
+        def count(value: Any) -> float:
+            number = float(value)
+            if not math.isfinite(number) or number < 0:
+                raise ValueError(f"not a count: {value!r}")
+            return number
+
+        def finite(value: Any) -> float:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError(f"not finite: {value!r}")
+            return number
+
         try:
 
             def arm(d: Mapping[str, Any]) -> ArmTotals:
                 return ArmTotals(
-                    float(d["requests"]),
-                    float(d["failures"]),
-                    float(d["nonfinite"]),
-                    tuple(float(x) for x in d["histogram"]),
+                    count(d["requests"]),
+                    count(d["failures"]),
+                    count(d["nonfinite"]),
+                    tuple(count(x) for x in d["histogram"]),
                 )
 
             def moments(v: list[float]) -> WeightedMoments:
-                return WeightedMoments(int(v[0]), float(v[1]), float(v[2]), float(v[3]))
+                return WeightedMoments(int(count(v[0])), count(v[1]), finite(v[2]), count(v[3]))
 
             return StepEvidence(
-                ticks=int(data["ticks"]),
-                seconds=float(data["seconds"]),
+                ticks=int(count(data["ticks"])),
+                seconds=count(data["seconds"]),
                 baseline=arm(data["baseline"]),
                 candidate=arm(data["candidate"]),
                 latency_ratio=moments(data["latencyRatio"]),
@@ -170,18 +220,29 @@ class StepEvidence:
 # about LATENCY_NOISE_SCALE / sqrt(n) (the sample-quantile variance of a
 # log-normal latency with a log-spread near 0.5); LATENCY_NOISE_FLOOR covers
 # what does not shrink with traffic (load drift, scrape timing). Ticks are
-# weighted by the inverse of that variance; the latency gates then scale it by
-# the dispersion they actually see.
+# weighted by the inverse of that variance. The latency tests do not trust the
+# model's absolute level: the fail test is scale-free, the pass rule scales it
+# up by the dispersion the ticks show.
 LATENCY_NOISE_SCALE = 2.0
 LATENCY_NOISE_FLOOR = 0.03
 
 
-def latency_clip(max_regression: float) -> float:
-    """Per-tick log-ratio clip: a blip (cold start, restart, GC pause) moves the
-    mean by at most this, and clipping a symmetric error pulls it towards zero,
-    which keeps the test conservative. Wide enough to leave faults of a few
-    times the tolerance unclipped."""
-    return max(4.0 * math.log1p(max_regression), 0.3)
+# A tick's log ratio is clipped at this many of its modelled standard errors.
+TICK_CLIP_ERRORS = 3.0
+
+
+def latency_clip(max_regression: float, weight: float) -> float:
+    """Per-tick log-ratio clip for a tick of the given weight.
+
+    A blip (cold start, restart, GC pause) then moves the mean by a bounded
+    amount and cannot swamp the spread the tests estimate. Clipping at +/-c
+    with c above the tolerance pulls a symmetric error towards zero, which
+    keeps the tests conservative. The clip is three modelled standard errors,
+    at least 3 x the tolerance (above the pass bound of 2 x, so clipping never
+    helps a regression pass) and at most max(4 x the tolerance, 0.3)."""
+    tolerance = math.log1p(max_regression)
+    widest = max(4.0 * tolerance, 0.3)
+    return min(widest, max(TICK_CLIP_ERRORS / math.sqrt(weight), 3.0 * tolerance))
 
 
 def _clipped_log_ratio(
@@ -203,26 +264,31 @@ def accumulate(
     *,
     interval_seconds: float,
     latency_ceiling_ms: float,
-    latency_clip: float,
+    max_regression: float,
     warm: bool,
 ) -> StepEvidence:
     """Add one tick to a step's evidence. ``warm``: latency samples count (past warm-up)."""
     latency_ratio = evidence.latency_ratio
     latency_ceiling = evidence.latency_ceiling
     if warm and candidate.p99_ms is not None and candidate.requests > 0:
+        weight = _latency_weight(candidate.requests)
         latency_ceiling = latency_ceiling.add(
             # Only blips above the ceiling are clipped: clipping from one side
             # lowers the mean, so the ceiling test stays conservative.
             _clipped_log_ratio(
-                candidate.p99_ms, latency_ceiling_ms, latency_clip, clip_below=False
+                candidate.p99_ms,
+                latency_ceiling_ms,
+                latency_clip(max_regression, weight),
+                clip_below=False,
             ),
-            _latency_weight(candidate.requests),
+            weight,
         )
         if baseline.p99_ms is not None and baseline.requests > 0:
-            latency_ratio = latency_ratio.add(
-                _clipped_log_ratio(candidate.p99_ms, baseline.p99_ms, latency_clip),
-                _latency_weight(candidate.requests, baseline.requests),
+            weight = _latency_weight(candidate.requests, baseline.requests)
+            ratio = _clipped_log_ratio(
+                candidate.p99_ms, baseline.p99_ms, latency_clip(max_regression, weight)
             )
+            latency_ratio = latency_ratio.add(ratio, weight)
     return replace(
         evidence,
         ticks=evidence.ticks + 1,

@@ -9,6 +9,9 @@ two tools whose error rate holds under continuous monitoring:
   reaching ``1 / alpha`` has probability at most ``alpha``;
 * Robbins' normal-mixture boundary for sums with (asymptotically) Gaussian
   increments, which gives time-uniform confidence sequences;
+* for a mean whose noise scale is unknown, the Bayes factor of a Gaussian
+  prior on the standardised effect with the right-Haar prior on the scale,
+  which is an e-process whatever the scale (the sequential t-test);
 
 and, for the windowed burn-rate check whose windows slide, explicit alpha
 spending: look ``k`` spends ``alpha / (k (k + 1))``, which sums to ``alpha``
@@ -55,6 +58,47 @@ def binomial_log_evalue(
         - successes * math.log1p(-p0)
     )
     return float(special.logsumexp(log_ratios) - math.log(len(multipliers)))
+
+
+def scale_free_log_evalue(
+    n: int,
+    weight: float,
+    weighted_sum: float,
+    weighted_sum_sq: float,
+    null_mean: float,
+    effect_scale: float,
+    extra_sum_sq: float = 0.0,
+) -> float:
+    """Log e-value against "mean <= null_mean" for x_i ~ N(mean, sigma^2 / w_i), sigma unknown.
+
+    The Bayes factor of H1: (mean - null_mean) / sigma ~ N(0, effect_scale^2) against
+    H0: mean = null_mean, both with the right-Haar prior 1/sigma on the scale:
+
+        BF = (1 + W t^2)^(-1/2) x (Q / (Q - S^2 t^2 / (1 + W t^2)))^(n / 2)
+
+    with W = sum w_i, S = sum w_i (x_i - null_mean), Q = sum w_i (x_i - null_mean)^2.
+    It is an e-process under H0 for any sigma (Perez-Ortiz, Lardy, de Heide and
+    Grunwald, 2022), so noise larger than modelled makes it slower, never
+    falsely confident. It is one, no evidence, for a single sample. Only
+    evidence of a mean above ``null_mean`` counts: with S <= 0 it returns 0.
+
+    ``extra_sum_sq`` is added to Q. The factor only shrinks as Q grows, so the
+    result stays below a valid e-value and so stays valid; it keeps samples
+    that tie (clipped to the same bound) from looking noiseless.
+    """
+    if n < 2 or weight <= 0:
+        return 0.0
+    centred_sum = weighted_sum - null_mean * weight
+    centred_sq = (
+        weighted_sum_sq - 2.0 * null_mean * weighted_sum + null_mean**2 * weight + extra_sum_sq
+    )
+    if centred_sum <= 0 or centred_sq <= 0:
+        return 0.0
+    spread = 1.0 + weight * effect_scale**2
+    explained = centred_sum**2 * effect_scale**2 / (spread * centred_sq)
+    # Cauchy-Schwarz keeps explained below W t^2 / (1 + W t^2) < 1; guard rounding.
+    explained = min(explained, 1.0 - 1e-15)
+    return -0.5 * math.log(spread) - 0.5 * n * math.log1p(-explained)
 
 
 def format_evalue(log_evalue: float) -> str:

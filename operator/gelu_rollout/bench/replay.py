@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
-from gelu_rollout.bench.scenario import ArmDelta, Scenario, deltas
+from gelu_rollout.bench.scenario import Scenario, deltas
 
 
 class Replay:
@@ -16,7 +17,7 @@ class Replay:
     def __init__(self, scenario: Scenario, start: datetime) -> None:
         self.scenario = scenario
         self.start = start
-        self.deltas: list[tuple[ArmDelta, ArmDelta]] = list(deltas(scenario))
+        self.deltas: list[tuple[ArmObservation, ArmObservation]] = list(deltas(scenario))
 
     def __len__(self) -> int:
         return len(self.deltas)
@@ -33,16 +34,12 @@ class Replay:
 
     def observe(self, tick: int, windows: Sequence[float]) -> tuple[ArmObservation, ArmObservation]:
         """(baseline, candidate) at the end of ``tick`` with the given sliding windows."""
-        observed = []
-        for arm, delta in enumerate(self.deltas[tick]):
-            observed.append(
-                ArmObservation(
-                    requests=delta.requests,
-                    failures=delta.failures,
-                    nonfinite=delta.nonfinite,
-                    histogram=delta.histogram,
-                    p99_ms=delta.p99_ms if delta.requests > 0 else None,
-                    windows={w: self._window(tick, w, arm) for w in windows},
-                )
+        baseline, candidate = (
+            replace(
+                delta,
+                p99_ms=delta.p99_ms if delta.requests > 0 else None,
+                windows={w: self._window(tick, w, arm) for w in windows},
             )
-        return observed[0], observed[1]
+            for arm, delta in enumerate(self.deltas[tick])
+        )
+        return baseline, candidate

@@ -15,6 +15,8 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, Literal
 
+from gelu_rollout.analysis.observations import ArmObservation
+
 FORMAT = "gelu-rollout/scenario/v1"
 
 Expected = Literal["promote", "rollback"]
@@ -77,32 +79,21 @@ class Scenario:
         return self.steps[-1].weight
 
 
-@dataclass(frozen=True)
-class ArmDelta:
-    """What happened to one arm during one tick (reset-safe increments)."""
-
-    requests: float
-    failures: float
-    nonfinite: float
-    histogram: tuple[float, ...]
-    p99_ms: float | None
-
-
 def counter_increase(previous: float, current: float) -> float:
     """Increase of a counter between two samples; a drop means it was reset to zero."""
     return current - previous if current >= previous else current
 
 
-def _arm_delta(previous: ArmTick | None, current: ArmTick) -> ArmDelta:
+def _arm_delta(previous: ArmTick | None, current: ArmTick) -> ArmObservation:
     if previous is None:
-        return ArmDelta(
+        return ArmObservation(
             current.requests,
             current.failures,
             current.nonfinite,
             current.histogram,
             current.p99_ms,
         )
-    return ArmDelta(
+    return ArmObservation(
         counter_increase(previous.requests, current.requests),
         counter_increase(previous.failures, current.failures),
         counter_increase(previous.nonfinite, current.nonfinite),
@@ -114,7 +105,7 @@ def _arm_delta(previous: ArmTick | None, current: ArmTick) -> ArmDelta:
     )
 
 
-def deltas(scenario: Scenario) -> Iterator[tuple[ArmDelta, ArmDelta]]:
+def deltas(scenario: Scenario) -> Iterator[tuple[ArmObservation, ArmObservation]]:
     """Per-tick increments of (baseline, candidate)."""
     previous: Tick | None = None
     for tick in scenario.ticks:

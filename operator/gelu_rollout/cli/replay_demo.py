@@ -14,7 +14,8 @@ from rich.text import Text
 
 from gelu_rollout.bench.generate import FAULTS, _scenario
 from gelu_rollout.bench.policies.gelu import replay_decisions, spec_for
-from gelu_rollout.cli.render import VERDICT_STYLE, ledger_table, verdict_text
+from gelu_rollout.cli.render import ledger_table, verdict_text
+from gelu_rollout.rollout.evaluate import gate_names
 from gelu_rollout.spec.status import Stage
 
 
@@ -31,26 +32,22 @@ def run_demo(kind: str, seed: int, console: Console) -> int:
         f"[bold]{scenario.name}[/]: {'; '.join(scenario.notes)}"
         + (f"; fault {kind} from tick {onset}" if onset is not None else "")
     )
+    gates = gate_names(spec)
     ticks = Table(title="Tick by tick", title_justify="left")
-    for column in ("tick", "stage", "step", "weight", "verdict", "gates", "events"):
-        ticks.add_column(column)
+    for column in ("tick", "stage", "step", "weight", *gates, "events"):
+        ticks.add_column(column, no_wrap=column != "events")
     final = None
     for tick, decision in replay_decisions(scenario, spec):
         status = decision.status
         final = status
-        gates = Text(" ").join(
-            Text(r.gate, style=VERDICT_STYLE[r.verdict.value]) for r in decision.results
-        )
-        events = "; ".join(e.reason for e in decision.events)
-        verdict = status.last_verdict or "-"
+        verdicts = {r.gate: r.verdict.value for r in decision.results}
         ticks.add_row(
             "start" if tick < 0 else str(tick),
             status.stage.value,
             str(status.step_index + 1),
             f"{status.candidate_weight}%",
-            verdict_text(verdict),
-            gates,
-            events,
+            *(verdict_text(verdicts[g]) if g in verdicts else Text("-") for g in gates),
+            ", ".join(e.reason for e in decision.events),
         )
     console.print(ticks)
     assert final is not None

@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from gelu_rollout.analysis.observations import StepEvidence, accumulate, latency_clip
+from gelu_rollout.analysis.observations import (
+    ArmObservation,
+    StepEvidence,
+    accumulate,
+    observation_problem,
+)
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 from gelu_rollout.rollout.actions import (
     Action,
@@ -262,31 +267,42 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
     look = state.look + 1
     spec = n.spec
     segments = state.segments
-    latest = None
+    missing = observations.missing_reason or "metrics unavailable"
+    arms: tuple[ArmObservation, ArmObservation] | None = None
     if observations.baseline is not None and observations.candidate is not None:
+        # The longest segment has seen every tick: check against its totals.
+        problems = [
+            f"{name}: {problem}"
+            for name, arm, totals in (
+                ("baseline", observations.baseline, segments[0].baseline),
+                ("candidate", observations.candidate, segments[0].candidate),
+            )
+            if (problem := observation_problem(arm, totals)) is not None
+        ]
+        if problems:
+            missing = "observation rejected: " + "; ".join(problems)
+        else:
+            arms = (observations.baseline, observations.candidate)
+    if arms is not None:
         started = n.status.step_started_at or n.now
         window_start = observations.at - timedelta(seconds=observations.interval_seconds)
         warm = window_start >= started + timedelta(seconds=spec.analysis.warmup_seconds)
-        clip = latency_clip(spec.analysis.gates.latency.max_regression)
         segments = tuple(
             accumulate(
                 segment,
-                observations.baseline,
-                observations.candidate,
+                *arms,
                 interval_seconds=observations.interval_seconds,
                 latency_ceiling_ms=spec.analysis.slo.latency_p99_ms,
-                latency_clip=clip,
+                max_regression=spec.analysis.gates.latency.max_regression,
                 warm=warm,
             )
             for segment in segments
         )
-        latest = (observations.baseline, observations.candidate)
-        results = tuple(evaluate_gates(spec, n.status.step_index, segments, latest, look))
+        results = tuple(evaluate_gates(spec, n.status.step_index, segments, arms, look))
     else:
-        reason = observations.missing_reason or "metrics unavailable"
         results = tuple(
             inconclusive(
-                name, f"no observation: {reason}", critical=name in ("nonFinite", "burnRate")
+                name, f"no observation: {missing}", critical=name in ("nonFinite", "burnRate")
             )
             for name in gate_names(spec)
         )

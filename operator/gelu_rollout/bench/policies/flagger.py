@@ -53,8 +53,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from gelu_rollout.analysis.observations import ArmObservation
 from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.scenario import ArmDelta, Scenario, deltas
+from gelu_rollout.bench.scenario import Scenario, deltas
 
 
 def kl_divergence(
@@ -119,7 +120,7 @@ class FlaggerStylePolicy:
         }
 
     def check_interval(
-        self, scenario: Scenario, baseline: ArmDelta, candidate: ArmDelta
+        self, scenario: Scenario, baseline: ArmObservation, candidate: ArmObservation
     ) -> str | None:
         """Run the interval's checks in Flagger's order; the first failure's message, or None."""
         if not candidate.requests > 0:

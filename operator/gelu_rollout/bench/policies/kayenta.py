@@ -81,8 +81,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
+from gelu_rollout.analysis.observations import ArmObservation
 from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.scenario import ArmDelta, Scenario, deltas
+from gelu_rollout.bench.scenario import Scenario, deltas
 
 FloatArray = npt.NDArray[np.float64]
 Direction = Literal["increase", "decrease", "either"]
@@ -364,7 +365,7 @@ class Judgement:
     reason: str
 
 
-def _arm_points(delta: ArmDelta, bounds: Sequence[float]) -> tuple[float, ...] | None:
+def _arm_points(delta: ArmObservation, bounds: Sequence[float]) -> tuple[float, ...] | None:
     """One data point per metric (NaN: no value) or None when the arm had no requests."""
     if not delta.requests > 0:
         return None
