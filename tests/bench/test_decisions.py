@@ -76,15 +76,26 @@ def test_summary_counts_detection_only_after_onset(small_suite: list[Scenario]) 
 def test_goals_compare_with_the_references() -> None:
     ours = {
         "false_rollback_rate": 0.005,
+        "healthy_promoted_rate": 0.9,
         "severe_detection_rate": 1.0,
         "moderate_detection_rate": 0.95,
         "median_delay_ticks_severe": 1.0,
         "p90_delay_ticks_severe": 2.0,
+        "faulty_promoted_rate": 0.05,
+        "detection_rate_by_fault": {"a": 1.0, "b": 0.5},
     }
-    better_reference = dict(ours, moderate_detection_rate=0.97)
-    assert all(goals(ours, [dict(ours, false_rollback_rate=0.2)]).values())
-    assert not goals(ours, [better_reference])["no_worse_than_references"]
-    assert not goals(dict(ours, false_rollback_rate=0.02), [])["false_rollbacks_at_most_1pct"]
+    weaker = dict(ours, false_rollback_rate=0.2, detection_rate_by_fault={"a": 0.9, "b": 0.5})
+    result = goals(ours, {"ref": weaker})
+    assert all(v for k, v in result.items() if k != "worse_than_a_reference_on")
+    assert result["worse_than_a_reference_on"] == []
+    better = dict(ours, moderate_detection_rate=0.97, detection_rate_by_fault={"a": 1.0, "b": 0.6})
+    result = goals(ours, {"ref": better})
+    assert not result["no_worse_than_references"]
+    assert result["worse_than_a_reference_on"] == [
+        "moderate_detection_rate: 0.95 vs ref 0.97",
+        "detection_rate_by_fault[b]: 0.5 vs ref 0.6",
+    ]
+    assert not goals(dict(ours, false_rollback_rate=0.02), {})["false_rollbacks_at_most_1pct"]
 
 
 def test_our_policy_promotes_healthy_and_catches_nan(small_suite: list[Scenario]) -> None:

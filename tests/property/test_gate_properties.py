@@ -8,13 +8,18 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gelu_rollout.analysis.burn_rate import BurnWindow, burn_rate_gate, burn_windows
 from gelu_rollout.analysis.divergence import divergence_gate
 from gelu_rollout.analysis.error_rate import error_rate_gate
-from gelu_rollout.analysis.latency import latency_ceiling_gate, latency_regression_gate
+from gelu_rollout.analysis.latency import (
+    PRIOR_TICKS,
+    latency_ceiling_gate,
+    latency_regression_gate,
+)
 from gelu_rollout.analysis.nonfinite import nonfinite_gate
 from gelu_rollout.analysis.observations import (
     LATENCY_NOISE_FLOOR,
@@ -408,29 +413,34 @@ def test_latency_gates_are_well_formed_over_many_ticks(
         if len(ticks) < 2:
             # One tick says nothing about the noise: the t-test cannot fail on it.
             assert result.verdict is not Verdict.FAIL
-    # Each paired tick is clipped on both sides at the clip of its own weight (both
-    # arms' requests); each ceiling tick from above only, at the candidate's alone.
+    # Each paired tick's log ratio is clipped on both sides at max(4 x the log
+    # tolerance, 0.3), whatever its traffic, and weighted by both arms' requests;
+    # each ceiling sample is clipped from above only, at log 2, and weighted by the
+    # candidate's requests. The values are the weighted means of those samples.
     tolerance = math.log1p(max_regression)
-    clips = []
-    for n_b, n_c, _, ratio in ticks:
-        clip = latency_clip(max_regression, _modelled_weight(n_c, n_b))
-        assert 3 * tolerance * (1 - 1e-12) <= clip <= max(4 * tolerance, 0.3) * (1 + 1e-12)
-        clips.append(min(max(ratio, math.exp(-clip)), math.exp(clip)))
-    ceiling_clipped = [
-        min(
-            p99_b * ratio / ceiling_ms,
-            math.exp(latency_clip(max_regression, _modelled_weight(n_c))),
-        )
+    clip = max(4 * tolerance, 0.3)
+    assert latency_clip(max_regression) == clip
+    paired = [
+        (min(max(math.log(p99_b * ratio / p99_b), -clip), clip), _modelled_weight(n_c, n_b))
+        for n_b, n_c, p99_b, ratio in ticks
+    ]
+    above = [
+        (min(math.log(p99_b * ratio / ceiling_ms), math.log(2.0)), _modelled_weight(n_c))
         for _, n_c, p99_b, ratio in ticks
     ]
+    for samples, moments in ((paired, evidence.latency_ratio), (above, evidence.latency_ceiling)):
+        assert moments.weight == pytest.approx(sum(w for _, w in samples), rel=1e-9)
+        assert moments.total == pytest.approx(sum(x * w for x, w in samples), rel=1e-9, abs=1e-9)
+        assert moments.total_sq == pytest.approx(
+            sum(x * x * w for x, w in samples), rel=1e-9, abs=1e-9
+        )
     if ticks:
-        # The values are weighted geometric means of the clipped ratios, so they
-        # lie within the range of the clipped per-tick ratios.
         assert regression.value is not None
-        assert min(clips) * (1 - 1e-9) <= regression.value <= max(clips) * (1 + 1e-9)
+        assert regression.value == pytest.approx(math.exp(evidence.latency_ratio.mean), rel=1e-12)
         assert ceiling.value is not None
-        low, high = min(ceiling_clipped) * ceiling_ms, max(ceiling_clipped) * ceiling_ms
-        assert low * (1 - 1e-9) <= ceiling.value <= high * (1 + 1e-9)
+        assert ceiling.value == pytest.approx(
+            ceiling_ms * math.exp(evidence.latency_ceiling.mean), rel=1e-12
+        )
     # Fail only when the mean is above the tolerance (the e-value is 1 at or below it).
     if regression.verdict is Verdict.FAIL:
         assert regression.value is not None
@@ -442,14 +452,18 @@ def test_latency_gates_are_well_formed_over_many_ticks(
     # ceiling, and it has not failed (which needs a mean above it).
     if ticks and len(ticks) >= min_ticks and ceiling.value is not None:
         assert (ceiling.verdict is Verdict.PASS) == (ceiling.value <= ceiling_ms)
-    # A mean at or under the limit always passes the regression gate after min_ticks.
-    if (
-        ticks
-        and len(ticks) >= min_ticks
-        and regression.value is not None
-        and regression.value <= 1 + max_regression
-    ):
-        assert regression.verdict is Verdict.PASS
+    # After min_ticks, the regression gate passes exactly when it has not failed, the
+    # mean is within one standard error of the limit, and that error is itself
+    # within the tolerance (the error: the model's, scaled by the dispersion shrunk
+    # towards 1 with PRIOR_TICKS ticks' weight, never below 1).
+    m = evidence.latency_ratio
+    if ticks and len(ticks) >= min_ticks and regression.verdict is not Verdict.FAIL:
+        dof = m.n - 1
+        observed = m.dispersion if dof > 0 else 1.0
+        dispersion = max((PRIOR_TICKS + dof * observed) / (PRIOR_TICKS + dof), 1.0)
+        error = math.sqrt(dispersion / m.weight)
+        within = m.mean - error <= tolerance and error <= tolerance
+        assert (regression.verdict is Verdict.PASS) == within, (regression, m, error)
 
 
 @SETTINGS
@@ -468,12 +482,12 @@ def test_latency_regression_verdict_never_improves_when_every_tick_gets_slower(
     the Pass rule's standard error does not change."""
     verdicts = []
     tolerance = math.log1p(max_regression)
-    clip = latency_clip(max_regression, _modelled_weight(requests, requests))
+    clip = latency_clip(max_regression)
     order = {Verdict.PASS: 0, Verdict.INCONCLUSIVE: 1, Verdict.FAIL: 2}
     for shift in (0.0, 0.02, 0.05):
         values = [x * tolerance + shift for x in base]
-        # Inside the clip (at least 3 tolerances, and the shift is at most 0.05 <= 1.7
-        # tolerances), so the shift moves every sample alike.
+        # Inside the clip (max(4 tolerances, 0.3), and every value is at most a
+        # tolerance plus 0.05), so the shift moves every sample alike.
         assert max(abs(v) for v in values) < clip
         evidence = StepEvidence()
         for v in values:
@@ -491,3 +505,36 @@ def test_latency_regression_verdict_never_improves_when_every_tick_gets_slower(
         )
         verdicts.append(order[result.verdict])
     assert verdicts == sorted(verdicts), verdicts
+
+
+@SETTINGS
+@given(
+    p99=st.one_of(st.floats(1.0, 1e5), st.floats(0.01, 1e6)),
+    ceiling_ms=st.floats(1.0, 5000.0),
+    requests=st.lists(
+        st.one_of(st.floats(1e-3, 1e7), st.integers(1, 10**7).map(float)), min_size=2, max_size=4
+    ),
+    max_regressions=st.lists(st.floats(0.0, 5.0), min_size=2, max_size=4),
+)
+def test_latency_ceiling_sample_depends_on_neither_traffic_nor_tolerance(
+    p99: float, ceiling_ms: float, requests: list[float], max_regressions: list[float]
+) -> None:
+    """A tick's ceiling sample is log(candidate P99 / ceiling) clipped from above at
+    log 2, the same for every request count and maxRegression (only its weight
+    follows the candidate's traffic)."""
+    expected = min(math.log(p99 / ceiling_ms), math.log(2.0))
+    for n in requests:
+        for max_regression in max_regressions:
+            evidence = accumulate(
+                StepEvidence(),
+                ArmObservation(n, 0.0, 0.0, (), 100.0),
+                ArmObservation(n, 0.0, 0.0, (), p99),
+                interval_seconds=INTERVAL,
+                latency_ceiling_ms=ceiling_ms,
+                max_regression=max_regression,
+                warm=True,
+            )
+            m = evidence.latency_ceiling
+            assert m.n == 1
+            assert m.weight == pytest.approx(_modelled_weight(max(n, 1.0)), rel=1e-12)
+            assert m.total / m.weight == pytest.approx(expected, rel=1e-12, abs=1e-12)

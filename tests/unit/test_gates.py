@@ -12,7 +12,6 @@ tests and four steps.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import re
@@ -34,11 +33,13 @@ from gelu_rollout.analysis.error_rate import error_rate_gate, worse_than_baselin
 from gelu_rollout.analysis.latency import (
     EFFECT_SCALE,
     PRIOR_TICKS,
+    TIE_VARIANCE,
     latency_ceiling_gate,
     latency_regression_gate,
 )
 from gelu_rollout.analysis.nonfinite import nonfinite_gate
 from gelu_rollout.analysis.observations import (
+    CEILING_CLIP,
     LATENCY_NOISE_FLOOR,
     LATENCY_NOISE_SCALE,
     ArmObservation,
@@ -64,9 +65,13 @@ MAX_KL = 0.01
 MIN_OUTPUTS = 2000
 SMOOTHING = 0.5
 INTERVAL = 30.0
-# The regression tolerance on the log scale, and the widest a tick's clip can be.
+# The regression tolerance on the log scale, and the documented per-tick clips: a
+# paired log ratio at max(4 x that tolerance, 0.3) on both sides (4 log 1.1 = 0.381,
+# i.e. 1.1^4 = 1.464x), whatever the tick's traffic; a ceiling sample from above only,
+# at log 2, whatever the traffic and the tolerance.
 LOG_TOLERANCE = math.log1p(MAX_REGRESSION)
-WIDEST_CLIP = max(4.0 * LOG_TOLERANCE, 0.3)
+CLIP = max(4.0 * LOG_TOLERANCE, 0.3)
+CEILING_LOG_CLIP = math.log(2.0)
 
 PASS, FAIL, INCONCLUSIVE = Verdict.PASS, Verdict.FAIL, Verdict.INCONCLUSIVE
 
@@ -161,17 +166,23 @@ def modelled_weight(*requests: float) -> float:
     return 1.0 / variance
 
 
-def expected_clip(*requests: float) -> float:
-    """The documented clip: three modelled standard errors of the tick, at least
-    3x the log tolerance, at most max(4x the log tolerance, 0.3)."""
-    three_errors = 3.0 / math.sqrt(modelled_weight(*requests))
-    return min(WIDEST_CLIP, max(three_errors, 3.0 * LOG_TOLERANCE))
-
-
-def constant_sample_log_evalue(n: int, weight: float) -> float:
-    """The scale-free log e-value of ``n`` identical samples above the null, each of
-    ``weight``: with S = W d and Q = W d^2 the Bayes factor is (1 + W t^2)^((n-1)/2)."""
+def most_evidence(n: int, weight: float) -> float:
+    """The most log evidence ``n`` ticks of ``weight`` each can hold, whatever their
+    values: (n - 1) / 2 x log(1 + W t^2), the scale-free e-value of identical
+    samples (Q = S^2 / W), which the tie allowance only lowers."""
     return (n - 1) / 2 * math.log1p(n * weight * EFFECT_SCALE**2)
+
+
+def identical_ticks_log_evalue(n: int, weight: float, above: float) -> float:
+    """The latency gates' log e-value for ``n`` identical ticks of ``weight`` each,
+    ``above`` the null: S = W d, and Q = W d^2 plus the tie allowance, TIE_VARIANCE
+    per tick (in weight units), in BF = (1 + W t^2)^(-1/2) (Q / (Q - S^2 t^2 /
+    (1 + W t^2)))^(n/2)."""
+    total = n * weight
+    spread = 1.0 + total * EFFECT_SCALE**2
+    q = total * above**2 + TIE_VARIANCE * n
+    explained = (total * above) ** 2 * EFFECT_SCALE**2 / (spread * q)
+    return -0.5 * math.log(spread) - 0.5 * n * math.log1p(-explained)
 
 
 def message_evidence(message: str, alpha: float = ALPHA) -> float:
@@ -603,11 +614,11 @@ def test_latency_regression_five_percent_slower_never_fails_however_many_ticks()
 
 def test_latency_regression_clearly_beyond_tolerance_fails() -> None:
     """1.2x with 10,000 requests per arm and the modelled noise (0.041 per tick):
-    log(1.2) = 0.18 is 2.5 standard errors below this traffic's clip (3 x log 1.1
-    = 0.286), so clipping hardly moves the mean and the value is the regression."""
+    log(1.2) = 0.18 is nearly five standard errors below the clip (4 x log 1.1 =
+    0.381), so clipping hardly moves the mean and the value is the regression."""
     rng = np.random.default_rng(12)
     sd = latency_noise_sd(10_000.0)
-    assert math.log(1.2) + 2.5 * sd < expected_clip(10_000.0, 10_000.0)
+    assert math.log(1.2) + 4.5 * sd < CLIP
     ticks = math.log(1.2) + sd * rng.standard_normal(20)
     result = regression_gate(build(latency_ticks(ticks, requests=10_000.0)))
     assert result.verdict is FAIL
@@ -616,17 +627,17 @@ def test_latency_regression_clearly_beyond_tolerance_fails() -> None:
     assert message_evidence(result.message) >= math.log(1 / ALPHA)
 
 
-def test_latency_regression_beyond_the_clip_fails_at_the_clipped_value() -> None:
-    """1.4x on every tick, 1000 requests per arm: three modelled errors (0.283) are
-    less than 3 x log(1.1), so the clip is 3 x log(1.1) and each tick counts as
-    1.1^3 = 1.331x. Identical ticks above the limit carry the most evidence n
-    ticks can, (1 + W t^2)^((n - 1) / 2), far beyond 1/alpha after ten ticks."""
-    assert 3 * latency_noise_sd(1000.0) < 3 * LOG_TOLERANCE
-    assert expected_clip(1000.0, 1000.0) == pytest.approx(3 * LOG_TOLERANCE)
-    result = regression_gate(build(latency_ticks([math.log(1.4)] * 10)))
+@pytest.mark.parametrize("requests", [1000.0, 100_000.0])
+def test_latency_regression_beyond_the_clip_fails_at_the_clipped_value(requests: float) -> None:
+    """1.6x on every tick: log 1.6 = 0.47 is beyond the clip, 4 x log 1.1 = 0.381,
+    so each tick counts as 1.1^4 = 1.464x, on light and heavy traffic alike: ten
+    identical ticks 3 x log(1.1) above the limit, whose evidence is far beyond
+    1/alpha."""
+    assert math.log(1.6) > CLIP
+    result = regression_gate(build(latency_ticks([math.log(1.6)] * 10, requests=requests)))
     assert result.verdict is FAIL
-    assert result.value == pytest.approx(1.1**3)
-    log_e = constant_sample_log_evalue(10, modelled_weight(1000.0, 1000.0))
+    assert result.value == pytest.approx(1.1**4)
+    log_e = identical_ticks_log_evalue(10, modelled_weight(requests, requests), 3 * LOG_TOLERANCE)
     assert log_e > math.log(1 / ALPHA)
     assert message_evidence(result.message) == pytest.approx(log_e, rel=1e-2)
 
@@ -638,7 +649,9 @@ def test_latency_regression_fails_exactly_when_the_evidence_reaches_one_over_alp
     """Identical 1.2x ticks (inside the clip) have the closed-form e-value above:
     the gate fails at an alpha just above 1 / e-value and not just below it, where
     it is Inconclusive (the mean is more than a standard error above the limit)."""
-    log_e = constant_sample_log_evalue(ticks, modelled_weight(1000.0, 1000.0))
+    above = math.log(1.2) - LOG_TOLERANCE
+    log_e = identical_ticks_log_evalue(ticks, modelled_weight(1000.0, 1000.0), above)
+    assert log_e > 0
     evidence = build(latency_ticks([math.log(1.2)] * ticks))
 
     def gate(alpha: float) -> GateResult:
@@ -649,29 +662,33 @@ def test_latency_regression_fails_exactly_when_the_evidence_reaches_one_over_alp
     assert gate(math.exp(-log_e) * 1.01).verdict is FAIL
     below = gate(math.exp(-log_e) / 1.01)
     assert below.verdict is INCONCLUSIVE
-    assert "not yet significant" in below.message
+    assert "not within the 1.10x limit yet" in below.message
     # The quoted evidence is the e-value, and what it is compared with is 1/alpha.
     quoted = message_evidence(below.message, alpha=math.exp(-log_e) / 1.01)
     assert quoted == pytest.approx(log_e, abs=1e-2)
 
 
 def test_latency_regression_does_not_fail_before_min_ticks() -> None:
-    """With alpha = 0.5 two identical 1.2x ticks already hold enough evidence
-    (log e = log(1 + 2 w t^2) / 2 = 1.35 > log 2), but the gate waits for min_ticks
-    and fails at the third."""
-    alpha = 0.5
-    assert constant_sample_log_evalue(MIN_TICKS - 1, modelled_weight(1000.0, 1000.0)) > math.log(
-        1 / alpha
-    )
-    ticks = latency_ticks([math.log(1.2)] * MIN_TICKS)
-    early = build(ticks[:-1])
-    kwargs: dict[str, Any] = {
-        "max_regression": MAX_REGRESSION,
-        "min_ticks": MIN_TICKS,
-        "alpha": alpha,
-    }
-    assert latency_regression_gate(early, **kwargs).verdict is INCONCLUSIVE
-    assert latency_regression_gate(build(ticks), **kwargs).verdict is FAIL
+    """Identical 1.331x ticks (1.1^3, inside the clip, 2 x log 1.1 above the limit):
+    with alpha just above 1 / the e-value of two of them, two fail when min_ticks
+    allows it, but with min_ticks 3 the gate waits and fails at the third (three
+    identical ticks hold more evidence)."""
+    w = modelled_weight(1000.0, 1000.0)
+    two, three = (identical_ticks_log_evalue(n, w, 2 * LOG_TOLERANCE) for n in (2, 3))
+    assert 0 < two < three
+    alpha = math.exp(-two) * 1.01
+    assert math.log(1 / alpha) < two
+    assert 3 * LOG_TOLERANCE < CLIP
+    ticks = latency_ticks([3 * LOG_TOLERANCE] * MIN_TICKS)
+
+    def gate(evidence: StepEvidence, min_ticks: int) -> Verdict:
+        return latency_regression_gate(
+            evidence, max_regression=MAX_REGRESSION, min_ticks=min_ticks, alpha=alpha
+        ).verdict
+
+    assert gate(build(ticks[:-1]), MIN_TICKS - 1) is FAIL
+    assert gate(build(ticks[:-1]), MIN_TICKS) is INCONCLUSIVE
+    assert gate(build(ticks), MIN_TICKS) is FAIL
 
 
 @pytest.mark.parametrize("ratio", [1.10, 1.12, 1.15])
@@ -681,9 +698,7 @@ def test_latency_regression_at_or_slightly_above_tolerance_with_few_ticks_does_n
     """Four ticks of 200 requests per arm cannot fail whatever their values: the
     most evidence n ticks of total weight W hold is that of identical ticks,
     (1 + W t^2)^((n - 1) / 2), which is below 1/alpha here."""
-    assert constant_sample_log_evalue(MIN_TICKS + 1, modelled_weight(200.0, 200.0)) < math.log(
-        1 / ALPHA
-    )
+    assert most_evidence(MIN_TICKS + 1, modelled_weight(200.0, 200.0)) < math.log(1 / ALPHA)
     rng = np.random.default_rng(13)
     sd = latency_noise_sd(200.0)
     ticks = math.log(ratio) + sd * rng.standard_normal(MIN_TICKS + 1)
@@ -694,9 +709,10 @@ def test_latency_regression_at_or_slightly_above_tolerance_with_few_ticks_does_n
 
 
 def test_latency_gates_test_the_mean_against_their_tolerances() -> None:
-    """A gate's evidence is the scale-free e-value of its moments against
-    log(1 + max_regression) (regression) or 0, the ceiling (ceiling), and it fails
-    once that reaches 1/alpha. Noisy ticks, so that the value depends on where the
+    """A gate's evidence is the scale-free e-value of its moments (with the tie
+    allowance, TIE_VARIANCE per tick) against log(1 + max_regression)
+    (regression) or 0, the ceiling (ceiling), and it fails once that reaches
+    1/alpha. Noisy ticks, so that the value depends on where the
     null is (for identical ticks it would not)."""
     noise = np.random.default_rng(18).standard_normal(12)
     sd = latency_noise_sd(1000.0)
@@ -707,7 +723,13 @@ def test_latency_gates_test_the_mean_against_their_tolerances() -> None:
     ceiling_evidence = StepEvidence(latency_ceiling=c)
     for moments, null in ((m, LOG_TOLERANCE), (c, 0.0)):
         expected = scale_free_log_evalue(
-            moments.n, moments.weight, moments.total, moments.total_sq, null, EFFECT_SCALE
+            moments.n,
+            moments.weight,
+            moments.total,
+            moments.total_sq,
+            null,
+            EFFECT_SCALE,
+            extra_sum_sq=TIE_VARIANCE * moments.n,
         )
         assert 0.5 < expected < math.log(1 / ALPHA)
         at = math.exp(-expected)
@@ -742,19 +764,19 @@ def test_latency_regression_pass_allows_one_modelled_standard_error() -> None:
     w = modelled_weight(1000.0, 1000.0)
     se = 1.0 / math.sqrt(ticks * w)
     # Four identical ticks hold too little evidence to fail (log e 5.0 < 7.6).
-    assert constant_sample_log_evalue(ticks, w) < math.log(1 / ALPHA)
+    assert most_evidence(ticks, w) < math.log(1 / ALPHA)
     inside = build(latency_ticks([LOG_TOLERANCE + 0.8 * se] * ticks))
     outside = build(latency_ticks([LOG_TOLERANCE + 1.2 * se] * ticks))
     assert regression_gate(inside).verdict is PASS
     result = regression_gate(outside)
     assert result.verdict is INCONCLUSIVE
-    assert "above 1.10x but not yet significant" in result.message
+    assert "not within the 1.10x limit yet" in result.message
 
 
 def _alternating(mean: float, spread: float, ticks: int = 4) -> StepEvidence:
     """``ticks`` ticks at 1000 requests per arm alternating mean +- spread."""
     values = [mean + spread * (-1) ** i for i in range(ticks)]
-    assert max(abs(v) for v in values) < expected_clip(1000.0, 1000.0)  # nothing clipped
+    assert max(abs(v) for v in values) < CLIP  # nothing clipped
     return build(latency_ticks(values))
 
 
@@ -784,34 +806,75 @@ def test_latency_regression_pass_scales_the_standard_error_by_the_shrunk_dispers
 
 
 def test_latency_regression_a_tenfold_slower_candidate_does_not_pass_on_light_traffic() -> None:
-    """Every tick 10x slower than the baseline must not Pass.
-
-    SOURCE BUG (observations.latency_clip with latency.latency_regression_gate):
-    latency_clip's docstring says the clip is at least 3x the tolerance, "above the
-    pass bound of 2 x, so clipping never helps a regression pass". The pass rule is
-    mean - 1 x standard error <= log 1.1, and the standard error is not bounded by
-    the tolerance. At 20 requests per arm the clip is its widest, 4 log 1.1 = 0.381
-    (1.46x), and three ticks have a standard error of 1 / sqrt(3 w) = 0.366, so the
-    clipped mean passes: 0.381 - 0.366 = 0.016 <= 0.095. Unclipped (log 10 = 2.30)
-    it would be Inconclusive. Any slowdown passes at min_ticks 3 with up to about
-    32 requests per arm per tick (up to about 99 with min_ticks 1).
-    """
-    assert expected_clip(20.0, 20.0) == pytest.approx(WIDEST_CLIP)
+    """Every tick 10x slower than the baseline must not Pass. Each tick is clipped
+    to 4 log 1.1 = 0.381 (1.46x), and at 20 requests per arm three ticks have a
+    standard error of 1 / sqrt(3 w) = 0.366: the clipped mean is within one
+    standard error of the limit (0.381 - 0.366 <= 0.095), but that error is wider
+    than the tolerance, so the mean is not known well enough to pass."""
+    w = modelled_weight(20.0, 20.0)
+    assert CLIP - 1 / math.sqrt(MIN_TICKS * w) <= LOG_TOLERANCE
+    assert 1 / math.sqrt(MIN_TICKS * w) > LOG_TOLERANCE
     evidence = build(latency_ticks([math.log(10.0)] * MIN_TICKS, requests=20.0))
+    assert evidence.latency_ratio.mean == pytest.approx(CLIP)
     result = regression_gate(evidence)
-    assert result.verdict is not PASS, result.message
+    assert result.verdict is INCONCLUSIVE, result.message
+    assert "not within the 1.10x limit yet" in result.message
+
+
+def test_latency_regression_passes_only_once_the_standard_error_is_within_the_tolerance() -> None:
+    """A candidate exactly as fast as the baseline, three identical ticks: the
+    standard error is the model's, 1 / sqrt(3 w), and the gate passes when that is
+    at most log 1.1, i.e. 3 w >= 1 / log(1.1)^2 = 110: with about 304 requests per
+    arm or more. Just below that traffic it waits, just above it passes."""
+    threshold = optimize.brentq(
+        lambda r: MIN_TICKS * modelled_weight(r, r) - 1 / LOG_TOLERANCE**2, 50.0, 5000.0
+    )
+    assert 290.0 < threshold < 320.0
+    for requests, verdict in ((0.98 * threshold, INCONCLUSIVE), (1.02 * threshold, PASS)):
+        evidence = build(latency_ticks([0.0] * MIN_TICKS, requests=requests))
+        assert regression_gate(evidence).verdict is verdict, requests
+    # With more ticks the same light traffic passes: the error shrinks as 1 / sqrt(n).
+    light = build(latency_ticks([0.0] * 4 * MIN_TICKS, requests=0.98 * threshold))
+    assert regression_gate(light).verdict is PASS
+
+
+def test_latency_regression_ticks_tied_at_the_clip_do_not_look_noiseless() -> None:
+    """Four ticks clipped to the same bound (2x, clipped to 1.1^4 = 1.464x, 3 x log
+    1.1 above the limit, at 1000 requests per arm) are identical. Without the tie
+    allowance their log e-value would be the most four ticks can hold, 5.06 >
+    log(1/0.01) = 4.6, a Fail at alpha = 1% from four ticks that say only "at
+    least 1.464x". With TIE_VARIANCE of the modelled variance per tick added to
+    the sum of squares it is 3.94."""
+    w = modelled_weight(1000.0, 1000.0)
+    alpha = 0.01
+    tied = identical_ticks_log_evalue(4, w, 3 * LOG_TOLERANCE)
+    assert most_evidence(4, w) > math.log(1 / alpha)
+    assert tied < math.log(1 / alpha)
+    evidence = build(latency_ticks([math.log(2.0)] * 4))
+    assert evidence.latency_ratio.mean == pytest.approx(CLIP)
+    assert evidence.latency_ratio.dispersion == pytest.approx(0.0, abs=1e-9)
+    result = latency_regression_gate(
+        evidence, max_regression=MAX_REGRESSION, min_ticks=MIN_TICKS, alpha=alpha
+    )
+    assert result.verdict is INCONCLUSIVE
+    assert message_evidence(result.message, alpha) == pytest.approx(tied, abs=5e-3)
 
 
 def _latency_false_fail_rate(
-    rng: np.random.Generator, runs: int, ticks: int, noise_multiple: float, alpha: float
+    rng: np.random.Generator,
+    runs: int,
+    ticks: int,
+    noise_multiple: float,
+    alpha: float,
+    requests: float = 1000.0,
 ) -> float:
     """Fraction of runs at exactly the tolerated regression (1.10x) that ever fail."""
-    sd = noise_multiple * latency_noise_sd(1000.0)
+    sd = noise_multiple * latency_noise_sd(requests)
     failed = 0
     for _ in range(runs):
         evidence = StepEvidence()
         for x in math.log(1.0 + MAX_REGRESSION) + sd * rng.standard_normal(ticks):
-            evidence = build(latency_ticks([float(x)], requests=1000.0), start=evidence)
+            evidence = build(latency_ticks([float(x)], requests=requests), start=evidence)
             result = latency_regression_gate(
                 evidence, max_regression=MAX_REGRESSION, min_ticks=MIN_TICKS, alpha=alpha
             )
@@ -835,8 +898,8 @@ def test_latency_regression_false_fail_rate_at_tolerance_with_modelled_noise() -
 
 def test_latency_regression_false_fail_rate_when_noise_exceeds_the_model() -> None:
     """The same with per-tick noise twice the modelled level. The sequential t-test
-    does not depend on the noise scale, so the false-Fail rate must stay within
-    alpha; only the clip (three modelled errors) sees the scale."""
+    estimates the noise scale instead of trusting the model, so the false-Fail rate
+    must stay within alpha."""
     alpha, runs = 0.01, 2000
     rate = _latency_false_fail_rate(np.random.default_rng(42), runs, 15, 2.0, alpha)
     assert rate <= _mc_limit(alpha, runs), rate
@@ -850,22 +913,11 @@ def test_latency_regression_false_fail_rate_when_noise_is_below_the_model() -> N
 
 
 def test_latency_regression_false_fail_rate_when_noise_is_five_times_the_model() -> None:
-    """Per-tick noise five times the modelled level: the false-Fail rate must still
-    be at most alpha (latency.py: "a noisier service than modelled makes the gate
-    slower, never falsely confident").
-
-    SOURCE BUG (observations.latency_clip / accumulate with
-    sequential.scale_free_log_evalue): fails at about 3% against alpha = 1%
-    (limit with the Monte-Carlo margin 1.67%); about 3.0% over 20,000 runs, and
-    0.17% for the same seeds without clipping, the same at every noise level as
-    the e-value is scale-free. The clip is three *modelled* errors (here 3 x
-    log 1.1 = 0.286 against an actual per-tick sd of 0.47), so about a third of the
-    ticks land exactly on +0.286 and many on -0.286. The t-test assumes
-    continuous Gaussian data and reads ties as a small spread: four ticks all
-    clipped at +0.286 are identical, with e-value (1 + W t^2)^(3/2), log 5.05 >
-    log(1/alpha) = 4.6, so they fail at the fourth tick (nearly half the false
-    Fails are such runs; most of the rest end at ticks 4-6).
-    """
+    """Per-tick noise five times the modelled level (an actual per-tick sd of 0.47
+    at 1000 requests per arm): the clip, 4 x log 1.1 = 0.381, catches about 27%
+    of the ticks at +0.381 and 16% at -0.381; the tie allowance keeps runs of
+    tied ticks from looking noiseless, and the false-Fail rate is within alpha
+    (about 1.0% over 10,000 runs)."""
     alpha, runs = 0.01, 2000
     rate = _latency_false_fail_rate(np.random.default_rng(45), runs, 15, 5.0, alpha)
     assert rate <= _mc_limit(alpha, runs), rate
@@ -901,39 +953,39 @@ def test_latency_ceiling_just_inside_passes() -> None:
 
 
 def test_latency_ceiling_clearly_above_fails() -> None:
-    """1.25x the ceiling at 1000 requests: the clip of a one-arm tick of that
-    traffic is 3 x log 1.1 = 0.286 (three modelled errors are 0.21), and log 1.25
-    = 0.223 is inside it, so the value is exact."""
-    assert expected_clip(1000.0) == pytest.approx(3 * LOG_TOLERANCE)
-    assert math.log(1.25) < 3 * LOG_TOLERANCE
+    """1.25x the ceiling at 1000 requests: inside the ceiling clip (2x), so the
+    value is exact."""
+    assert math.log(1.25) < CEILING_LOG_CLIP
     result = ceiling_gate(ceiling_ticks([1.25 * CEILING_MS] * 10))
     assert result.verdict is FAIL
     assert result.value == pytest.approx(1.25 * CEILING_MS)
     assert result.threshold == CEILING_MS
     assert f"confidently above the {CEILING_MS:g} ms ceiling" in result.message
-    log_e = constant_sample_log_evalue(10, modelled_weight(1000.0))
+    log_e = identical_ticks_log_evalue(10, modelled_weight(1000.0), math.log(1.25))
     assert message_evidence(result.message) == pytest.approx(log_e, rel=1e-2)
 
 
-def test_latency_ceiling_clip_depends_on_the_ticks_traffic() -> None:
-    """1.4x the ceiling: at 1000 requests a tick is clipped at 3 x log 1.1 (1.331x);
-    at 200 requests three modelled errors (0.43) exceed the widest clip, so the
-    clip is 4 x log 1.1 = 0.381 and log 1.4 = 0.336 passes unclipped."""
-    assert expected_clip(200.0) == pytest.approx(WIDEST_CLIP)
-    assert math.log(1.4) < WIDEST_CLIP
-    heavy = ceiling_gate(ceiling_ticks([1.4 * CEILING_MS] * 10))
-    light = ceiling_gate(ceiling_ticks([1.4 * CEILING_MS] * 10, requests=200.0))
-    assert heavy.verdict is FAIL
-    assert heavy.value == pytest.approx(1.1**3 * CEILING_MS)
-    assert light.verdict is FAIL
-    assert light.value == pytest.approx(1.4 * CEILING_MS)
+@pytest.mark.parametrize("requests", [200.0, 1000.0, 100_000.0])
+def test_latency_ceiling_beyond_the_clip_fails_at_twice_the_ceiling(requests: float) -> None:
+    """5x the ceiling on every tick counts as 2x, on light and heavy traffic alike;
+    1.9x (inside the clip) counts in full. Ten identical ticks log 2 above the
+    ceiling hold evidence far beyond 1/alpha even at 200 requests."""
+    clipped = ceiling_gate(ceiling_ticks([5 * CEILING_MS] * 10, requests=requests))
+    assert clipped.verdict is FAIL
+    assert clipped.value == pytest.approx(2 * CEILING_MS)
+    log_e = identical_ticks_log_evalue(10, modelled_weight(requests), CEILING_LOG_CLIP)
+    assert log_e > math.log(1 / ALPHA)
+    assert message_evidence(clipped.message) == pytest.approx(log_e, rel=1e-2)
+    inside = ceiling_gate(ceiling_ticks([1.9 * CEILING_MS] * 10, requests=requests))
+    assert inside.verdict is FAIL
+    assert inside.value == pytest.approx(1.9 * CEILING_MS)
 
 
 @pytest.mark.parametrize("ticks", [MIN_TICKS, 6])
 def test_latency_ceiling_fails_exactly_when_the_evidence_reaches_one_over_alpha(
     ticks: int,
 ) -> None:
-    log_e = constant_sample_log_evalue(ticks, modelled_weight(1000.0))
+    log_e = identical_ticks_log_evalue(ticks, modelled_weight(1000.0), math.log(1.2))
     evidence = ceiling_ticks([1.2 * CEILING_MS] * ticks)
 
     def gate(alpha: float) -> GateResult:
@@ -957,7 +1009,7 @@ def test_latency_ceiling_passes_with_min_ticks_and_a_mean_below_the_ceiling() ->
 @pytest.mark.parametrize("factor", [1.0, 1.02, 1.05])
 def test_latency_ceiling_at_or_slightly_above_with_few_ticks_does_not_fail(factor: float) -> None:
     # Three ticks of 200 requests can hold at most (1 + W t^2) evidence: below 1/alpha.
-    assert constant_sample_log_evalue(MIN_TICKS, modelled_weight(200.0)) < math.log(1 / ALPHA)
+    assert most_evidence(MIN_TICKS, modelled_weight(200.0)) < math.log(1 / ALPHA)
     result = ceiling_gate(ceiling_ticks([factor * CEILING_MS] * MIN_TICKS, requests=200.0))
     assert result.verdict is not FAIL
 
@@ -973,22 +1025,80 @@ def test_latency_ceiling_false_fail_rate_at_the_ceiling(noise_multiple: float, s
     """A candidate whose P99 is exactly at the ceiling, noise as modelled and twice
     that, judged at each of 15 ticks: it may fail at most alpha of the time."""
     alpha, runs = 0.01, 2000
-    rng = np.random.default_rng(seed)
-    sd = noise_multiple / math.sqrt(modelled_weight(1000.0))
+    rate = _ceiling_false_fail_rate(np.random.default_rng(seed), runs, 1000.0, noise_multiple)
+    assert rate <= _mc_limit(alpha, runs), rate
+
+
+def _ceiling_false_fail_rate(
+    rng: np.random.Generator, runs: int, requests: float, noise_multiple: float
+) -> float:
+    """Fraction of 15-tick runs exactly at the ceiling that ever fail at alpha = 1%."""
+    sd = noise_multiple / math.sqrt(modelled_weight(requests))
     failed = 0
     for _ in range(runs):
         evidence = StepEvidence()
         for x in sd * rng.standard_normal(15):
             evidence = build(
-                [(arm(1000.0), arm(1000.0, p99=CEILING_MS * math.exp(x)))], start=evidence
+                [(arm(requests), arm(requests, p99=CEILING_MS * math.exp(x)))], start=evidence
             )
             result = latency_ceiling_gate(
-                evidence, ceiling_ms=CEILING_MS, min_ticks=MIN_TICKS, alpha=alpha
+                evidence, ceiling_ms=CEILING_MS, min_ticks=MIN_TICKS, alpha=0.01
             )
             if result.verdict is FAIL:
                 failed += 1
                 break
-    assert failed / runs <= _mc_limit(alpha, runs), failed / runs
+    return failed / runs
+
+
+def test_latency_regression_false_fail_rate_when_noise_is_ten_times_the_model() -> None:
+    """Per-tick noise ten times the modelled level (10,000 requests per arm, an
+    actual per-tick sd of 0.41), the candidate exactly at the tolerance, 15 ticks
+    judged at alpha = 1%. About a quarter of the ticks tie at +0.381 and an eighth
+    at -0.381; the rate over many runs is about 1.5% (20,000 runs), above alpha:
+    the documented limit (docs/analysis.md) is twice alpha at this noise level.
+    """
+    alpha, runs = 0.01, 3000
+    rng = np.random.default_rng(61)
+    rate = _latency_false_fail_rate(rng, runs, 15, 10.0, alpha, requests=10_000.0)
+    assert rate <= _mc_limit(2 * alpha, runs), rate
+
+
+def test_latency_ceiling_false_fail_rate_when_noise_is_ten_times_the_model() -> None:
+    """The same for the ceiling gate, 1000 requests per tick, P99 exactly at the
+    ceiling, noise ten times the model's (an actual per-tick sd of 0.70). With
+    the old clip from above at 0.286 a third of the ticks tied there and the rate
+    was about 2.6%; with the fixed clip at log 2 = 0.693 a sixth tie, and the
+    rate is about 0.7% (10,000 runs)."""
+    alpha, runs = 0.01, 3000
+    rate = _ceiling_false_fail_rate(np.random.default_rng(62), runs, 1000.0, 10.0)
+    assert rate <= _mc_limit(alpha, runs), rate
+
+
+def test_latency_regression_false_fail_rate_when_noise_is_twenty_times_the_model() -> None:
+    """As the ten-times test, with noise twenty times the model's (an actual per-tick
+    sd of 0.82 at 10,000 requests per arm). The documented limit of the latency
+    tests (docs/analysis.md, "Assumptions and limits"): far beyond the modelled
+    noise, ticks tie at the clip (here 36% at +0.381 and 28% at -0.381), tied
+    ticks look less noisy than they are, and the false-Fail rate rises above
+    alpha: about 3% (10,000 runs) against alpha = 1%; about 0.1% without
+    clipping, which costs too much power at ordinary noise. The documented
+    bound is five times alpha.
+    """
+    alpha, runs = 0.01, 3000
+    rng = np.random.default_rng(63)
+    rate = _latency_false_fail_rate(rng, runs, 15, 20.0, alpha, requests=10_000.0)
+    assert rate <= _mc_limit(5 * alpha, runs), rate
+
+
+def test_latency_ceiling_false_fail_rate_when_noise_is_twenty_times_the_model() -> None:
+    """The same for the ceiling gate: 1000 requests per tick, P99 exactly at the
+    ceiling, noise twenty times the model's (an actual per-tick sd of 1.4): 31% of
+    the ticks tie at the clip, log 2, and the rate is about 2.4% (10,000 runs)
+    against alpha = 1%, within the documented bound of five times alpha.
+    """
+    alpha, runs = 0.01, 3000
+    rate = _ceiling_false_fail_rate(np.random.default_rng(63), runs, 1000.0, 20.0)
+    assert rate <= _mc_limit(5 * alpha, runs), rate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1306,82 +1416,112 @@ def test_accumulate_skips_latency_without_p99_or_requests() -> None:
     assert ceiling_only.latency_ceiling.n == 1
 
 
-def test_latency_clip_is_three_modelled_errors_within_its_bounds() -> None:
-    tol = LOG_TOLERANCE
-    # A light tick (weight 1, error 1): three errors are beyond the widest clip.
-    assert latency_clip(MAX_REGRESSION, 1.0) == pytest.approx(4 * tol)
-    # A heavy tick: three errors are below 3x the tolerance, which is the floor.
-    assert latency_clip(MAX_REGRESSION, 1e6) == pytest.approx(3 * tol)
-    # In between: exactly three errors (0.33 lies between 3 tol = 0.286 and 4 tol = 0.381).
-    assert latency_clip(MAX_REGRESSION, (3 / 0.33) ** 2) == pytest.approx(0.33)
-    # For a small tolerance the widest clip is 0.3, the floor 3 log(1.01).
-    assert latency_clip(0.01, 1.0) == pytest.approx(0.3)
-    assert latency_clip(0.01, 1e6) == pytest.approx(3 * math.log1p(0.01))
-    assert latency_clip(0.01, (3 / 0.2) ** 2) == pytest.approx(0.2)
-    # Never wider for a heavier tick.
-    weights = np.geomspace(0.01, 1e6, 200)
-    clips = [latency_clip(MAX_REGRESSION, float(w)) for w in weights]
-    assert all(b <= a for a, b in itertools.pairwise(clips))
+def test_latency_clip_is_four_tolerances_and_at_least_0_3() -> None:
+    assert latency_clip(MAX_REGRESSION) == pytest.approx(4 * math.log(1.1))
+    assert latency_clip(0.5) == pytest.approx(4 * math.log(1.5))
+    assert latency_clip(2.0) == pytest.approx(4 * math.log(3.0))
+    # Small tolerances: the floor, 0.3.
+    assert latency_clip(0.01) == pytest.approx(0.3)
+    assert latency_clip(0.0) == pytest.approx(0.3)
+    # The two meet where 4 log(1 + r) = 0.3, at r = e^0.075 - 1 = 7.8%.
+    meet = math.expm1(0.075)
+    assert latency_clip(meet * 0.99) == pytest.approx(0.3)
+    assert latency_clip(meet * 1.01) == pytest.approx(4 * math.log1p(meet * 1.01))
+    assert latency_clip(meet * 1.01) > 0.3
+    # A regression of three times the tolerance always shows in full.
+    for r in np.geomspace(1e-3, 10.0, 50):
+        assert 3 * math.log1p(r) < latency_clip(float(r))
 
 
-@pytest.mark.parametrize(
-    ("requests", "clip"),
-    [
-        (1000.0, 3 * math.log(1.1)),  # three errors 0.283: the 3x-tolerance floor
-        (600.0, 3 * latency_noise_sd(600.0)),  # three errors 0.358: in between
-        (100.0, 4 * math.log(1.1)),  # three errors 0.85: the widest clip
-    ],
-)
-def test_accumulate_clips_paired_log_ratios_on_both_sides(requests: float, clip: float) -> None:
-    assert expected_clip(requests, requests) == pytest.approx(clip)
+def test_ceiling_clip_is_log_two() -> None:
+    assert math.isclose(CEILING_CLIP, math.log(2.0), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("requests", [20.0, 1000.0, 100_000.0])
+def test_accumulate_clips_paired_log_ratios_on_both_sides(requests: float) -> None:
+    """At 4 x log 1.1 = 0.381, whatever the tick's traffic; 0.37, which the old
+    clip (three modelled errors, down to 3 x log 1.1 = 0.286) cut, is inside."""
     slow = build(latency_ticks([math.log(10.0)], requests=requests))
-    assert slow.latency_ratio.mean == pytest.approx(clip)
+    assert slow.latency_ratio.mean == pytest.approx(CLIP)
     fast = build(latency_ticks([math.log(0.1)], requests=requests))
-    assert fast.latency_ratio.mean == pytest.approx(-clip)
-    inside = build(latency_ticks([0.25], requests=requests))
-    assert inside.latency_ratio.mean == pytest.approx(0.25)
+    assert fast.latency_ratio.mean == pytest.approx(-CLIP)
+    for inside in (0.37, -0.37, 0.25):
+        evidence = build(latency_ticks([inside], requests=requests))
+        assert evidence.latency_ratio.mean == pytest.approx(inside)
 
 
-def test_accumulate_clips_each_sample_with_its_own_weight() -> None:
-    """A paired tick is clipped by the weight of both arms, a ceiling tick by the
-    candidate's alone. 300 candidate and 3000 baseline requests: the paired clip is
-    three errors of both arms (0.374), the ceiling clip three of the candidate's
-    (0.358); both below the widest clip, 0.381."""
-    paired, alone = expected_clip(300.0, 3000.0), expected_clip(300.0)
-    assert 3 * LOG_TOLERANCE < alone < paired < WIDEST_CLIP
-    assert paired == pytest.approx(3 / math.sqrt(modelled_weight(300.0, 3000.0)))
-    assert alone == pytest.approx(3 / math.sqrt(modelled_weight(300.0)))
+def test_accumulate_clips_paired_and_ceiling_samples_at_their_own_clips() -> None:
+    """One tick, 300 candidate and 3000 baseline requests, the candidate at 2500 ms
+    (25x a 100 ms baseline, 10x the ceiling): the paired sample is clipped at 4 x
+    log 1.1, the ceiling sample at log 2; each is weighted by its own arms'
+    traffic."""
     tick = (arm(3000.0, p99=100.0), arm(300.0, p99=10 * CEILING_MS))
     evidence = build([tick])
-    # 2500 ms over a 100 ms baseline, and 10x the ceiling: both clipped.
-    assert evidence.latency_ratio.mean == pytest.approx(paired)
-    assert evidence.latency_ceiling.mean == pytest.approx(alone)
+    assert evidence.latency_ratio.mean == pytest.approx(CLIP)
+    assert evidence.latency_ceiling.mean == pytest.approx(CEILING_LOG_CLIP)
     assert evidence.latency_ratio.weight == pytest.approx(modelled_weight(300.0, 3000.0))
     assert evidence.latency_ceiling.weight == pytest.approx(modelled_weight(300.0))
 
 
 def test_accumulate_clips_ceiling_samples_from_above_only() -> None:
     over = ceiling_ticks([10 * CEILING_MS])
-    assert over.latency_ceiling.mean == pytest.approx(expected_clip(1000.0))
+    assert over.latency_ceiling.mean == pytest.approx(CEILING_LOG_CLIP)
+    # Just inside the clip, and far below the ceiling (beyond -log 2): unclipped.
+    inside = ceiling_ticks([1.9 * CEILING_MS])
+    assert inside.latency_ceiling.mean == pytest.approx(math.log(1.9))
     under = ceiling_ticks([0.1 * CEILING_MS])
     assert under.latency_ceiling.mean == pytest.approx(math.log(0.1))
 
 
-def test_accumulate_clip_follows_max_regression() -> None:
-    # With a 50% tolerance the floor, 3 log 1.5 = 1.22, lets a 3x tick through unclipped.
-    evidence = accumulate(
+def _one_tick(
+    baseline: ArmObservation, candidate: ArmObservation, max_regression: float
+) -> StepEvidence:
+    return accumulate(
         StepEvidence(),
-        arm(1000.0, p99=100.0),
-        arm(1000.0, p99=300.0),
+        baseline,
+        candidate,
         interval_seconds=INTERVAL,
         latency_ceiling_ms=CEILING_MS,
-        max_regression=0.5,
+        max_regression=max_regression,
         warm=True,
     )
-    assert evidence.latency_ratio.mean == pytest.approx(math.log(3.0))
-    assert evidence.latency_ceiling.mean == pytest.approx(math.log(300.0 / CEILING_MS))
-    # With the default 10% it is clipped.
-    assert build(latency_ticks([math.log(3.0)])).latency_ratio.mean < math.log(3.0) / 3
+
+
+def test_accumulate_clip_follows_max_regression() -> None:
+    """A 3x tick: with a 50% tolerance the clip, 4 log 1.5 = 1.62, lets it through
+    unclipped; with 10% it is cut to 4 log 1.1; with 1% to the floor, 0.3."""
+    tick = (arm(1000.0, p99=100.0), arm(1000.0, p99=300.0))
+    assert _one_tick(*tick, 0.5).latency_ratio.mean == pytest.approx(math.log(3.0))
+    assert _one_tick(*tick, 0.1).latency_ratio.mean == pytest.approx(4 * math.log(1.1))
+    assert _one_tick(*tick, 0.01).latency_ratio.mean == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("max_regression", [0.01, 0.1, 0.5, 2.0])
+@pytest.mark.parametrize("requests", [1.0, 20.0, 1000.0, 1e6])
+def test_accumulate_ceiling_clip_does_not_depend_on_traffic_or_tolerance(
+    requests: float, max_regression: float
+) -> None:
+    """A ceiling sample 5x over is clipped at log 2 and one 1.9x over is not,
+    whatever the candidate's traffic and maxRegression (with 2.0, a paired clip of
+    4 log 3 = 4.4 would not have cut 5x)."""
+    baseline = arm(1000.0, p99=100.0)
+    over = _one_tick(baseline, arm(requests, p99=5 * CEILING_MS), max_regression)
+    assert over.latency_ceiling.n == 1
+    assert over.latency_ceiling.mean == pytest.approx(CEILING_LOG_CLIP)
+    assert over.latency_ceiling.weight == pytest.approx(modelled_weight(requests))
+    inside = _one_tick(baseline, arm(requests, p99=1.9 * CEILING_MS), max_regression)
+    assert inside.latency_ceiling.mean == pytest.approx(math.log(1.9))
+
+
+@pytest.mark.parametrize("requests", [1.0, 20.0, 1000.0, 1e6])
+def test_accumulate_paired_clip_does_not_depend_on_traffic(requests: float) -> None:
+    for candidate_requests in (requests, 1000.0):
+        tick = (arm(requests, p99=100.0), arm(candidate_requests, p99=1000.0))
+        evidence = _one_tick(*tick, MAX_REGRESSION)
+        assert evidence.latency_ratio.mean == pytest.approx(CLIP)
+        assert evidence.latency_ratio.weight == pytest.approx(
+            modelled_weight(requests, candidate_requests)
+        )
 
 
 def test_accumulate_weights_ticks_by_traffic() -> None:

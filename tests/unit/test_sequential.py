@@ -454,6 +454,35 @@ def test_scale_free_evalue_never_falls_when_the_null_is_lowered() -> None:
         assert all(b >= a - 1e-9 for a, b in itertools.pairwise(evidence))
 
 
+def test_scale_free_evalue_extra_sum_of_squares_only_lowers_it() -> None:
+    """``extra_sum_sq`` is added to Q (the spread): 0 is the plain e-value, and
+    more of it never raises the e-value, so an e-value that is valid stays valid.
+    Identical samples, the most evidence without it, fall below that bound."""
+    rng = np.random.default_rng(6)
+    for _ in range(100):
+        n = int(rng.integers(2, 25))
+        ws = rng.uniform(0.5, 20.0, size=n)
+        xs = 0.1 + rng.normal(rng.uniform(0.0, 1.0), 1.0, size=n) / np.sqrt(ws)
+        sums = _sums(xs, ws)
+        plain = scale_free_log_evalue(*sums, 0.1, EFFECT)
+        assert scale_free_log_evalue(*sums, 0.1, EFFECT, extra_sum_sq=0.0) == plain
+        values = [
+            scale_free_log_evalue(*sums, 0.1, EFFECT, extra_sum_sq=extra)
+            for extra in (0.0, 0.01, 0.1, 1.0, 10.0, 1e3)
+        ]
+        assert all(b <= a + 1e-12 for a, b in itertools.pairwise(values))
+        if plain > 0:
+            assert values[-1] < plain
+    ws = np.full(4, 100.0)
+    bound = 3 / 2 * math.log1p(ws.sum() * EFFECT**2)
+    identical = scale_free_log_evalue(*_sums(np.full(4, 0.3), ws), 0.1, EFFECT, extra_sum_sq=1.0)
+    assert identical < bound - 0.5
+    # It is still one for a single sample and when the mean is not above the null.
+    assert scale_free_log_evalue(1, 2.0, 2.0, 2.0, 0.0, EFFECT, extra_sum_sq=1.0) == 0.0
+    below = _sums(np.array([0.0, 0.05]), np.ones(2))
+    assert scale_free_log_evalue(*below, 0.1, EFFECT, extra_sum_sq=1.0) == 0.0
+
+
 def _t_test_runs(
     rng: np.random.Generator, runs: int, looks: int, sigma: float, effect: float, null: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

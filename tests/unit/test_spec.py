@@ -822,19 +822,6 @@ def test_error_budget() -> None:
     assert spec.error_budget == pytest.approx(0.01)
 
 
-def test_max_ticks() -> None:
-    assert parse_spec(minimal()).max_ticks == 3 * 15  # ceil((300 + 600) / 60) per step
-    data = put(minimal(), "traffic.steps", [{"weight": 10, "analysisSeconds": 100}])
-    data["traffic"]["steps"].append({"weight": 20, "analysisSeconds": 250})
-    data = put(data, "analysis.insufficientData.maxExtensionSeconds", 0)
-    assert parse_spec(data).max_ticks == 2 + 5
-    data = put(data, "analysis.insufficientData.maxExtensionSeconds", 600)
-    assert parse_spec(data).max_ticks == 12 + 15
-    exact = put(put(data, "analysis.intervalSeconds", 50), "traffic.steps", [{"weight": 1}])
-    exact = put(exact, "analysis.insufficientData.maxExtensionSeconds", 200)
-    assert parse_spec(exact).max_ticks == 10
-
-
 @pytest.mark.parametrize(
     ("changes", "expected"),
     [

@@ -227,22 +227,20 @@ LATENCY_NOISE_SCALE = 2.0
 LATENCY_NOISE_FLOOR = 0.03
 
 
-# A tick's log ratio is clipped at this many of its modelled standard errors.
-TICK_CLIP_ERRORS = 3.0
+# Per-tick clips of the latency samples. A blip (cold start, restart, GC
+# pause) then moves a mean by a bounded amount. Clipping at +/-c with c above
+# the tolerance pulls a symmetric error towards zero, which keeps the tests
+# conservative. The clips are wide, and do not shrink with the modelled noise,
+# so that on a service much noisier than modelled few ticks tie at the clip
+# (tied ticks look noiseless to a t-test).
+CEILING_CLIP = math.log(2.0)
 
 
-def latency_clip(max_regression: float, weight: float) -> float:
-    """Per-tick log-ratio clip for a tick of the given weight.
-
-    A blip (cold start, restart, GC pause) then moves the mean by a bounded
-    amount and cannot swamp the spread the tests estimate. Clipping at +/-c
-    with c above the tolerance pulls a symmetric error towards zero, which
-    keeps the tests conservative. The clip is three modelled standard errors,
-    at least 3 x the tolerance (above the pass bound of 2 x, so clipping never
-    helps a regression pass) and at most max(4 x the tolerance, 0.3)."""
-    tolerance = math.log1p(max_regression)
-    widest = max(4.0 * tolerance, 0.3)
-    return min(widest, max(TICK_CLIP_ERRORS / math.sqrt(weight), 3.0 * tolerance))
+def latency_clip(max_regression: float) -> float:
+    """Clip of a tick's log(candidate P99 / baseline P99): four times the
+    tolerance, at least 0.3, so a regression of three times the tolerance
+    still shows in full."""
+    return max(4.0 * math.log1p(max_regression), 0.3)
 
 
 def _clipped_log_ratio(
@@ -271,24 +269,19 @@ def accumulate(
     latency_ratio = evidence.latency_ratio
     latency_ceiling = evidence.latency_ceiling
     if warm and candidate.p99_ms is not None and candidate.requests > 0:
-        weight = _latency_weight(candidate.requests)
         latency_ceiling = latency_ceiling.add(
             # Only blips above the ceiling are clipped: clipping from one side
             # lowers the mean, so the ceiling test stays conservative.
             _clipped_log_ratio(
-                candidate.p99_ms,
-                latency_ceiling_ms,
-                latency_clip(max_regression, weight),
-                clip_below=False,
+                candidate.p99_ms, latency_ceiling_ms, CEILING_CLIP, clip_below=False
             ),
-            weight,
+            _latency_weight(candidate.requests),
         )
         if baseline.p99_ms is not None and baseline.requests > 0:
-            weight = _latency_weight(candidate.requests, baseline.requests)
-            ratio = _clipped_log_ratio(
-                candidate.p99_ms, baseline.p99_ms, latency_clip(max_regression, weight)
+            latency_ratio = latency_ratio.add(
+                _clipped_log_ratio(candidate.p99_ms, baseline.p99_ms, latency_clip(max_regression)),
+                _latency_weight(candidate.requests, baseline.requests),
             )
-            latency_ratio = latency_ratio.add(ratio, weight)
     return replace(
         evidence,
         ticks=evidence.ticks + 1,

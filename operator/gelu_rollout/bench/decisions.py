@@ -124,8 +124,41 @@ def summarize_policy(name: str, runs: Sequence[Run]) -> dict[str, Any]:
     }
 
 
-def goals(ours: dict[str, Any], others: Sequence[dict[str, Any]]) -> dict[str, bool]:
-    """The issue's goals for our policy, each True or False."""
+HIGHER_IS_BETTER = ("severe_detection_rate", "moderate_detection_rate", "healthy_promoted_rate")
+LOWER_IS_BETTER = (
+    "false_rollback_rate",
+    "median_delay_ticks_severe",
+    "p90_delay_ticks_severe",
+    "faulty_promoted_rate",
+)
+
+
+def worse_figures(ours: dict[str, Any], others: dict[str, dict[str, Any]]) -> list[str]:
+    """Every figure, per fault kind too, on which a reference policy beats ours."""
+    found: list[str] = []
+
+    def compare(
+        label: str, mine: float | None, theirs: float | None, higher: bool, who: str
+    ) -> None:
+        if theirs is None:
+            return
+        if mine is None or (mine < theirs if higher else mine > theirs):
+            shown = "-" if mine is None else f"{mine:.3g}"
+            found.append(f"{label}: {shown} vs {who} {theirs:.3g}")
+
+    for who, theirs in others.items():
+        for key in HIGHER_IS_BETTER:
+            compare(key, ours[key], theirs[key], True, who)
+        for key in LOWER_IS_BETTER:
+            compare(key, ours[key], theirs[key], False, who)
+        for kind, rate in theirs["detection_rate_by_fault"].items():
+            mine = ours["detection_rate_by_fault"].get(kind)
+            compare(f"detection_rate_by_fault[{kind}]", mine, rate, True, who)
+    return found
+
+
+def goals(ours: dict[str, Any], others: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The goals for our policy, each True or False, and where a reference does better."""
 
     def at_most(value: float | None, limit: float) -> bool:
         return value is not None and value <= limit
@@ -133,17 +166,7 @@ def goals(ours: dict[str, Any], others: Sequence[dict[str, Any]]) -> dict[str, b
     def at_least(value: float | None, limit: float) -> bool:
         return value is not None and value >= limit
 
-    higher_is_better = ("severe_detection_rate", "moderate_detection_rate")
-    lower_is_better = ("false_rollback_rate", "median_delay_ticks_severe", "p90_delay_ticks_severe")
-    no_worse = all(
-        (ours[k] is not None and (o[k] is None or ours[k] >= o[k]))
-        for o in others
-        for k in higher_is_better
-    ) and all(
-        (ours[k] is not None and (o[k] is None or ours[k] <= o[k]))
-        for o in others
-        for k in lower_is_better
-    )
+    worse = worse_figures(ours, others)
     return {
         "false_rollbacks_at_most_1pct": at_most(
             ours["false_rollback_rate"], GOAL_FALSE_ROLLBACK_RATE
@@ -157,7 +180,8 @@ def goals(ours: dict[str, Any], others: Sequence[dict[str, Any]]) -> dict[str, b
         "moderate_detection_at_least_90pct": at_least(
             ours["moderate_detection_rate"], GOAL_MODERATE_DETECTION
         ),
-        "no_worse_than_references": no_worse,
+        "no_worse_than_references": not worse,
+        "worse_than_a_reference_on": worse,
     }
 
 
@@ -184,5 +208,5 @@ def benchmark(
     }
     ours = GeluRolloutPolicy.name
     if ours in summaries:
-        report["goals"] = goals(summaries[ours], [v for k, v in summaries.items() if k != ours])
+        report["goals"] = goals(summaries[ours], {k: v for k, v in summaries.items() if k != ours})
     return report

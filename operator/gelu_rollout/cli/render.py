@@ -71,11 +71,14 @@ def print_bench_report(report: dict[str, Any], console: Console) -> None:
         params = ", ".join(f"{k}={v}" for k, v in policies[name]["parameters"].items())
         console.print(f"[bold]{name}[/]: {params}")
     if "goals" in report:
+        checks = dict(report["goals"])
+        worse = checks.pop("worse_than_a_reference_on", [])
         marks = "  ".join(
-            f"{'[green]yes[/]' if ok else '[red]NO[/]'} {goal}"
-            for goal, ok in report["goals"].items()
+            f"{'[green]yes[/]' if ok else '[red]NO[/]'} {goal}" for goal, ok in checks.items()
         )
         console.print(f"[bold]goals[/]: {marks}")
+        for figure in worse:
+            console.print(f"  a reference does better on {figure}", markup=False)
 
 
 VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow"}

@@ -536,15 +536,6 @@ class RolloutSpec(SpecModel):
         return 1.0 - self.analysis.slo.availability
 
     @property
-    def max_ticks(self) -> int:
-        """The most looks a rollout can take, counting every step's full extension."""
-        interval = self.analysis.interval_seconds
-        extension = self.analysis.insufficient_data.max_extension_seconds
-        return sum(
-            -(-(step.analysis_seconds + extension) // interval) for step in self.traffic.steps
-        )
-
-    @property
     def statistical_gate_count(self) -> int:
         """How many statistical tests run per look (for splitting the false-rollback budget).
 

@@ -52,10 +52,23 @@ class GeluRolloutPolicy:
         self.analysis = analysis or {}
 
     def parameters(self) -> dict[str, object]:
+        analysis = parse_spec(
+            {
+                "model": {"name": "m"},
+                "baseline": {"variant": "exact"},
+                "candidate": {"variant": "tanh"},
+                "analysis": self.analysis,
+            }
+        ).analysis
+        gates = analysis.gates
         return {
-            "spec.analysis": "defaults" if not self.analysis else self.analysis,
-            "method": "sequential tests (e-values, normal-mixture confidence sequences), "
-            "budget split per gate and step",
+            "falseRollbackBudget": analysis.false_rollback_budget,
+            "errorRate.maxBurnRate": gates.error_rate.max_burn_rate,
+            "latency.maxRegression": gates.latency.max_regression,
+            "divergence.maxKL": gates.divergence.max_kl,
+            "nonFinite.maxPerMillion": gates.non_finite.max_per_million,
+            "other settings": "spec defaults" if not self.analysis else self.analysis,
+            "method": "anytime-valid sequential tests per gate (docs/analysis.md)",
         }
 
     def run(self, scenario: Scenario) -> Outcome:
