@@ -6,10 +6,10 @@ ceiling gate (both clipped, see observations.py). The step's mean of those
 samples (each tick weighted by the inverse of the noise its request count
 implies) is tested with a sequential t-test: an e-value that does not need
 the noise level, so a noisier service than modelled makes the gate slower,
-not falsely confident (up to about ten times the modelled noise, where ticks
-start to tie at the clip; docs/analysis.md gives the measured rates). A gate fails only when the mean is
-confidently above its tolerance: "worse than tolerated", never merely
-"different". The regression gate passes, after ``min_ticks``, once the mean is
+not falsely confident (within alpha up to about five times the modelled
+noise; beyond, ticks tie at the clip, and docs/analysis.md gives the measured
+rates). A gate fails only when the mean is confidently above its tolerance:
+"worse than tolerated", never merely "different". The regression gate passes, after ``min_ticks``, once the mean is
 within one standard error of the limit.
 """
 
