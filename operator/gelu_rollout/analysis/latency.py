@@ -9,8 +9,9 @@ the noise level, so a noisier service than modelled makes the gate slower,
 not falsely confident (within alpha up to about five times the modelled
 noise; beyond, ticks tie at the clip, and docs/analysis.md gives the measured
 rates). A gate fails only when the mean is confidently above its tolerance:
-"worse than tolerated", never merely "different". The regression gate passes, after ``min_ticks``, once the mean is
-within one standard error of the limit.
+"worse than tolerated", never merely "different". The regression gate passes,
+after ``min_ticks``, once the mean is within one standard error of the limit
+and that error is itself within the tolerance.
 """
 
 from __future__ import annotations
