@@ -269,3 +269,40 @@ def test_a_histogram_that_changes_its_buckets_does_not_crash_the_rollout() -> No
     assert "histogram has 2 buckets, earlier ticks had 5" in decision.results[0].message
     driver.tick()
     assert driver.status.stage is Stage.PROGRESSING
+
+
+def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    started = driver.status.condition("Progressing")
+    assert started is not None
+    for _ in range(4):
+        driver.tick()  # advances a step: Progressing stays True
+    advanced = driver.status.condition("Progressing")
+    assert advanced is not None
+    assert advanced.reason == "StepAdvanced"
+    assert advanced.last_transition_time == started.last_transition_time
+    driver.tick(candidate=arm(nonfinite=1, windows=driver.windows()))
+    finished = driver.status.condition("Progressing")
+    assert finished is not None
+    assert finished.status == "False"
+    assert finished.last_transition_time == driver.now
+    assert [c.type for c in driver.status.conditions] == [
+        "Progressing",
+        "Promoted",
+        "RolledBack",
+        "Stalled",
+    ]
+
+
+def test_a_hand_edited_analysis_state_starts_afresh_instead_of_crashing() -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick()
+    driver.status = driver.status.model_copy(
+        update={"analysis": {"segments": "x", "look": "y", "observedAt": "not a time"}}
+    )
+    decision = driver.tick()
+    assert driver.status.stage is Stage.PROGRESSING
+    assert decision.results  # judged on fresh evidence
+    assert driver.status.analysis["look"] == 1

@@ -65,7 +65,7 @@ def set_condition(
     now: datetime,
     generation: int | None,
 ) -> list[Condition]:
-    """Conditions with one set; its transition time moves only when its status does."""
+    """Conditions with one set in place; its transition time moves only when its status does."""
     value = "True" if status else "False"
     previous = next((c for c in conditions if c.type == type_.value), None)
     since = previous.last_transition_time if previous and previous.status == value else now
@@ -77,12 +77,6 @@ def set_condition(
         last_transition_time=since,
         observed_generation=generation,
     )
-    rest = [c for c in conditions if c.type != type_.value]
-    return sorted(
-        [*rest, updated],
-        key=lambda c: (
-            list(ConditionType).index(ConditionType(c.type))
-            if c.type in ConditionType._value2member_map_
-            else len(ConditionType)
-        ),
-    )
+    if previous is None:
+        return [*conditions, updated]
+    return [updated if c.type == type_.value else c for c in conditions]

@@ -68,14 +68,14 @@ class AnalysisState:
     segments: tuple[StepEvidence, ...] = (StepEvidence(),)
     look: int = 0
     verdicts: Mapping[str, str] = field(default_factory=dict)
-    observed_at: str | None = None
+    observed_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "segments": [segment.to_dict() for segment in self.segments],
             "look": self.look,
             "verdicts": dict(self.verdicts),
-            "observedAt": self.observed_at,
+            "observedAt": self.observed_at.isoformat() if self.observed_at else None,
         }
 
     @staticmethod
@@ -95,12 +95,19 @@ class AnalysisState:
             verdicts={str(k): str(v) for k, v in verdicts.items()}
             if isinstance(verdicts, Mapping)
             else {},
-            observed_at=observed if isinstance(observed, str) else None,
+            observed_at=_parse_time(observed),
         )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.isoformat()
+def _parse_time(value: Any) -> datetime | None:
+    """A stored timestamp, or None when it is missing or unreadable (hand-edited)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 class _Next:
@@ -258,11 +265,7 @@ def _failure_message(failure: GateResult) -> str:
 def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | None:
     """Fold this tick into the step's evidence and judge it; None if the tick is stale."""
     state = _analysis(n.status)
-    at = _iso(observations.at)
-    if (
-        state.observed_at is not None
-        and datetime.fromisoformat(state.observed_at) >= observations.at
-    ):
+    if state.observed_at is not None and state.observed_at >= observations.at:
         return None
     look = state.look + 1
     spec = n.spec
@@ -312,7 +315,7 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             segments=segments,
             look=look,
             verdicts={r.gate: r.verdict.value for r in results},
-            observed_at=at,
+            observed_at=observations.at,
         )
     )
     n.update(last_verdict=_overall(results).value)
@@ -392,7 +395,7 @@ def decide(
         if n.status.stage is Stage.PAUSED:
             message = "retry requested: the step's analysis starts again"
             n.update(stage=Stage.PROGRESSING, step_started_at=now, message=message)
-            n.analysis(AnalysisState(observed_at=_iso(observations.at)))
+            n.analysis(AnalysisState(observed_at=observations.at))
             n.condition(ConditionType.PROGRESSING, True, Reason.RETRIED, message)
             n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis restarted")
             n.event(Reason.RETRIED, message)
