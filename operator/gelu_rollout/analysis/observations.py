@@ -40,6 +40,13 @@ class ArmObservation:
     windows: Mapping[float, WindowCounts] = field(default_factory=dict)
 
 
+def _bucket_mismatch(new: tuple[float, ...], old: tuple[float, ...]) -> str | None:
+    """Why a histogram cannot be added to earlier ones, or None (either may be absent)."""
+    if new and old and len(new) != len(old):
+        return f"histogram has {len(new)} buckets, earlier ticks had {len(old)}"
+    return None
+
+
 def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str | None:
     """Why an arm's observation cannot be added to its totals, or None if it can.
 
@@ -59,15 +66,8 @@ def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str |
         return f"{observation.failures} failures exceed {observation.requests} requests"
     if any(not math.isfinite(x) or x < 0 for x in observation.histogram):
         return "a histogram bucket count is negative or not finite"
-    if (
-        totals.histogram
-        and observation.histogram
-        and len(observation.histogram) != len(totals.histogram)
-    ):
-        return (
-            f"histogram has {len(observation.histogram)} buckets, "
-            f"earlier ticks had {len(totals.histogram)}"
-        )
+    if (mismatch := _bucket_mismatch(observation.histogram, totals.histogram)) is not None:
+        return mismatch
     p99 = observation.p99_ms
     if p99 is not None and (not math.isfinite(p99) or p99 < 0):
         return f"p99 is {p99}"
@@ -85,12 +85,9 @@ class ArmTotals:
 
     def add(self, observation: ArmObservation) -> ArmTotals:
         histogram = observation.histogram
+        if (mismatch := _bucket_mismatch(histogram, self.histogram)) is not None:
+            raise ValueError(mismatch)
         if self.histogram and histogram:
-            if len(self.histogram) != len(histogram):
-                raise ValueError(
-                    f"histogram has {len(histogram)} buckets, "
-                    f"earlier ticks had {len(self.histogram)}"
-                )
             histogram = tuple(a + b for a, b in zip(self.histogram, histogram, strict=True))
         elif self.histogram:
             histogram = self.histogram

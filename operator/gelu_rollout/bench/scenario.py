@@ -85,21 +85,14 @@ def counter_increase(previous: float, current: float) -> float:
 
 
 def _arm_delta(previous: ArmTick | None, current: ArmTick) -> ArmObservation:
-    if previous is None:
-        return ArmObservation(
-            current.requests,
-            current.failures,
-            current.nonfinite,
-            current.histogram,
-            current.p99_ms,
-        )
+    """The tick's increments; before the first tick every counter stood at zero."""
+    before = previous or ArmTick(0.0, 0.0, 0.0, (0.0,) * len(current.histogram), None)
     return ArmObservation(
-        counter_increase(previous.requests, current.requests),
-        counter_increase(previous.failures, current.failures),
-        counter_increase(previous.nonfinite, current.nonfinite),
+        counter_increase(before.requests, current.requests),
+        counter_increase(before.failures, current.failures),
+        counter_increase(before.nonfinite, current.nonfinite),
         tuple(
-            counter_increase(a, b)
-            for a, b in zip(previous.histogram, current.histogram, strict=True)
+            counter_increase(a, b) for a, b in zip(before.histogram, current.histogram, strict=True)
         ),
         current.p99_ms,
     )

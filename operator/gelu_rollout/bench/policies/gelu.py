@@ -18,6 +18,12 @@ from gelu_rollout.spec import RolloutSpec, parse_spec
 from gelu_rollout.spec.status import RolloutStatus, Stage
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
+# The benchmark judges decisions, not deployments: any two distinct variants do.
+ARMS: dict[str, Any] = {
+    "model": {"name": "gelu-mlp"},
+    "baseline": {"variant": "exact"},
+    "candidate": {"variant": "tanh"},
+}
 
 
 def spec_for(scenario: Scenario, analysis: dict[str, Any] | None = None) -> RolloutSpec:
@@ -25,9 +31,7 @@ def spec_for(scenario: Scenario, analysis: dict[str, Any] | None = None) -> Roll
     tick = round(scenario.tick_seconds)
     return parse_spec(
         {
-            "model": {"name": "gelu-mlp"},
-            "baseline": {"variant": "exact"},
-            "candidate": {"variant": "tanh"},
+            **ARMS,
             "traffic": {
                 "steps": [
                     {"weight": s.weight, "analysisSeconds": s.ticks * tick} for s in scenario.steps
@@ -52,14 +56,7 @@ class GeluRolloutPolicy:
         self.analysis = analysis or {}
 
     def parameters(self) -> dict[str, object]:
-        analysis = parse_spec(
-            {
-                "model": {"name": "m"},
-                "baseline": {"variant": "exact"},
-                "candidate": {"variant": "tanh"},
-                "analysis": self.analysis,
-            }
-        ).analysis
+        analysis = parse_spec({**ARMS, "analysis": self.analysis}).analysis
         gates = analysis.gates
         return {
             "falseRollbackBudget": analysis.false_rollback_budget,
