@@ -3,15 +3,27 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Debian packages: Prometheus (and promtool) for the sandbox, and numpy for the system Python
+# that runs Triton's Python-backend models.
+SYSTEM_PACKAGES := prometheus python3-numpy
 
-.PHONY: setup test lint typecheck bench demo clean
+.PHONY: setup system-packages test lint typecheck bench bench-variants demo clean
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+system-packages:
+	@dpkg-query -W -f='$${Status}\n' $(SYSTEM_PACKAGES) 2>/dev/null | grep -c '^install ok installed' \
+	  | grep -qx "$(words $(SYSTEM_PACKAGES))" || { \
+	  if [ "$$(id -u)" -ne 0 ]; then \
+	    echo "missing Debian packages; run: sudo apt-get install -y $(SYSTEM_PACKAGES)" >&2; exit 1; \
+	  fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(SYSTEM_PACKAGES); }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,sandbox]'
 	touch $(STAMP)
 
 lint: setup
@@ -25,7 +37,10 @@ test: setup lint typecheck
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json
+	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json bench-variants.json
+
+bench-variants: setup
+	$(BIN)/gelu-rollout bench variants --json bench-variants.json
 
 # Replays one generated rollout through the decision core: SCENARIO=healthy,
 # or a fault kind such as nan-burst, errors-10x, latency-p99-50, drift-kl-0.05.
@@ -34,4 +49,4 @@ demo: setup
 	COLUMNS=$${COLUMNS:-160} $(BIN)/gelu-rollout demo --scenario $(SCENARIO)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench-decisions.json
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache bench-decisions.json bench-variants.json

@@ -111,3 +111,42 @@ def ledger_table(entries: Sequence[LedgerEntry], title: str) -> Table:
             Text(entry.message),
         )
     return table
+
+
+def print_variants_report(report: dict[str, Any], console: Console) -> None:
+    """The variant benchmark as one table, ratios to the baseline variant beside the figures."""
+    base = report["baseline"]
+    table = Table(title=f"GELU variants on Triton (ratios to {base}, same run)")
+    for header in (
+        "variant",
+        "max |err| grid",
+        "max |err| N(0,3²)",
+        f"KL vs {base}",
+        "non-finite extreme",
+        "P50 ms b1",
+        "P99 ms b1",
+        "P99 ratio",
+        "rows/s b64",
+        "throughput ratio",
+    ):
+        table.add_column(header, justify="left" if header == "variant" else "right")
+    for name, v in report["variants"].items():
+        table.add_row(
+            name,
+            f"{v['max_abs_error_grid']:.3g}",
+            f"{v['max_abs_error']:.3g}",
+            f"{v['kl_vs_exact']:.2g}",
+            Text(str(v["nonfinite_extreme"]), style="bold red" if v["nonfinite_extreme"] else ""),
+            f"{v['p50_ms_batch1']:.3f}",
+            f"{v['p99_ms_batch1']:.3f}",
+            f"{v['p99_ratio_batch1']:.2f}",
+            f"{v['throughput_rows_per_s_batch64']:,.0f}",
+            f"{v['throughput_ratio_batch64']:.2f}",
+        )
+    console.print(table)
+    settings = report["settings"]
+    console.print(
+        f"batch 1: {settings['requests_batch1']} requests per variant; batch 64: "
+        f"{settings['requests_batch64']} requests at concurrency {settings['concurrency_batch64']}; "
+        f"accuracy on {settings['normal_rows']} N(0, 3²) rows and a grid of {settings['grid']}."
+    )

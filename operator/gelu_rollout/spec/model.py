@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 # --------------------------------------------------------------------------------------------
@@ -125,8 +126,30 @@ def _check_dns_subdomain(value: str) -> str:
     return value
 
 
-ModelName = Annotated[StrictStr, AfterValidator(_check_model_name)]
-DnsSubdomain = Annotated[StrictStr, AfterValidator(_check_dns_subdomain)]
+# The JSON schemas say what the validators check (the CRD's schema is derived from them).
+ModelName = Annotated[
+    StrictStr,
+    AfterValidator(_check_model_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 128,
+            "pattern": f"^{_MODEL_NAME_RE.pattern}$",
+            "not": {"enum": [".", ".."]},
+        }
+    ),
+]
+DnsSubdomain = Annotated[
+    StrictStr,
+    AfterValidator(_check_dns_subdomain),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": _DNS_SUBDOMAIN_MAX,
+            "pattern": f"^{_DNS_SUBDOMAIN_RE.pattern}$",
+        }
+    ),
+]
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 """A finite float; YAML integers are accepted, strings and booleans are not."""
 
@@ -364,22 +387,43 @@ class SpecModel(BaseModel):
 class ModelSpec(SpecModel):
     """The Triton model being rolled out and the server that serves it."""
 
-    name: ModelName
-    image: StrictStr = Field(default=DEFAULT_IMAGE, min_length=1)
+    name: ModelName = Field(description="The Triton model name, used for both arms.")
+    image: StrictStr = Field(
+        default=DEFAULT_IMAGE, min_length=1, description="The Triton server image both arms run."
+    )
 
 
 class RepositorySpec(SpecModel):
     """A user-provided Triton model repository, stored in a ConfigMap."""
 
-    config_map_name: DnsSubdomain
+    config_map_name: DnsSubdomain = Field(
+        description=(
+            "The ConfigMap, in the rollout's namespace, that holds the model "
+            "repository: key config.pbtxt, and the version's files (such as "
+            "model.py) under 1/."
+        )
+    )
 
 
 class ArmSpec(SpecModel):
     """One side of the comparison: a built-in variant or a user repository, and its replicas."""
 
-    variant: Variant | None = None
-    repository: RepositorySpec | None = None
-    replicas: StrictInt = Field(default=1, ge=1, le=100)
+    variant: Variant | None = Field(
+        default=None,
+        description=(
+            "A built-in GELU variant; the operator renders it into a Triton "
+            "model repository. Set exactly one of variant and repository."
+        ),
+    )
+    repository: RepositorySpec | None = Field(
+        default=None,
+        description=(
+            "A Triton model repository you provide. Set exactly one of variant and repository."
+        ),
+    )
+    replicas: StrictInt = Field(
+        default=1, ge=1, le=100, description="Triton server replicas for this arm."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ArmSpec:
@@ -390,8 +434,20 @@ class ArmSpec(SpecModel):
 class TrafficStep(SpecModel):
     """One step of the rollout: the candidate's traffic weight and how long it is analysed."""
 
-    weight: StrictInt = Field(ge=MIN_WEIGHT, le=MAX_WEIGHT)
-    analysis_seconds: StrictInt = Field(default=DEFAULT_STEP_ANALYSIS_SECONDS, ge=1)
+    weight: StrictInt = Field(
+        ge=MIN_WEIGHT,
+        le=MAX_WEIGHT,
+        description="Percent of traffic sent to the candidate during the step.",
+    )
+    analysis_seconds: StrictInt = Field(
+        default=DEFAULT_STEP_ANALYSIS_SECONDS,
+        ge=1,
+        description=(
+            "How long the step is analysed before moving on (it may be "
+            "extended, see analysis.insufficientData); at least "
+            "analysis.intervalSeconds."
+        ),
+    )
 
 
 DEFAULT_STEPS: Final[tuple[TrafficStep, ...]] = (
@@ -404,10 +460,29 @@ DEFAULT_STEPS: Final[tuple[TrafficStep, ...]] = (
 class TrafficSpec(SpecModel):
     """How traffic is shifted to the candidate, and in which steps."""
 
-    mode: TrafficMode = "ReplicaRatio"
-    http_route_name: DnsSubdomain | None = None
+    mode: TrafficMode = Field(
+        default="ReplicaRatio",
+        description=(
+            "ReplicaRatio gives the candidate its share of traffic through its "
+            "share of replicas behind one Service; HTTPRoute sets backend "
+            "weights on a Gateway API HTTPRoute."
+        ),
+    )
+    http_route_name: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "The HTTPRoute whose weights the operator sets; required when mode "
+            "is HTTPRoute, not allowed otherwise."
+        ),
+    )
     steps: tuple[TrafficStep, ...] = Field(
-        default=DEFAULT_STEPS, min_length=MIN_STEPS, max_length=MAX_STEPS
+        default=DEFAULT_STEPS,
+        min_length=MIN_STEPS,
+        max_length=MAX_STEPS,
+        description=(
+            "The traffic steps, in order, with strictly increasing weights. "
+            "When the last step passes, the candidate is promoted."
+        ),
     )
 
     @model_validator(mode="after")
@@ -419,22 +494,51 @@ class TrafficSpec(SpecModel):
 class InsufficientDataSpec(SpecModel):
     """What to do when a step ends without enough data for a decision."""
 
-    max_extension_seconds: StrictInt = Field(default=600, ge=0)
-    action: InsufficientDataAction = "Pause"
+    max_extension_seconds: StrictInt = Field(
+        default=600,
+        ge=0,
+        description=(
+            "How long a step may run past its analysisSeconds while waiting for enough data."
+        ),
+    )
+    action: InsufficientDataAction = Field(
+        default="Pause",
+        description=(
+            "What happens when the data is still insufficient at that deadline:"
+            " hold the rollout for a person to decide (Pause), or roll back "
+            "(Rollback)."
+        ),
+    )
 
 
 class SloSpec(SpecModel):
     """The service-level objectives the candidate is held to."""
 
-    availability: Number = Field(default=0.999, gt=0.5, lt=1)
-    latency_p99_ms: Number = Field(default=250.0, gt=0)
+    availability: Number = Field(
+        default=0.999,
+        gt=0.5,
+        lt=1,
+        description=("Objective for the success ratio. The error budget is 1 - availability."),
+    )
+    latency_p99_ms: Number = Field(
+        default=250.0, gt=0, description="Absolute ceiling for P99 latency, in milliseconds."
+    )
 
 
 class BurnRateWindow(SpecModel):
     """One multiwindow burn-rate alert: long window = factor x step analysisSeconds."""
 
-    burn_rate: Number = Field(gt=1)
-    long_window_factor: Number = Field(gt=0)
+    burn_rate: Number = Field(
+        gt=1,
+        description=("Burn rate (multiples of the sustainable rate) at which the window fires."),
+    )
+    long_window_factor: Number = Field(
+        gt=0,
+        description=(
+            "Long window length as a multiple of the step's analysisSeconds; "
+            "the short window is a twelfth of the long one."
+        ),
+    )
 
 
 DEFAULT_BURN_RATE_WINDOWS: Final[tuple[BurnRateWindow, ...]] = (
@@ -446,55 +550,121 @@ DEFAULT_BURN_RATE_WINDOWS: Final[tuple[BurnRateWindow, ...]] = (
 class BurnRateGate(SpecModel):
     """Multiwindow, multi-burn-rate gate on the candidate's error budget."""
 
-    enabled: StrictBool = True
+    enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
     windows: tuple[BurnRateWindow, ...] = Field(
         default=DEFAULT_BURN_RATE_WINDOWS,
         min_length=MIN_BURN_RATE_WINDOWS,
         max_length=MAX_BURN_RATE_WINDOWS,
+        description=(
+            "The burn-rate windows; each fires when the candidate burns error "
+            "budget faster than its burnRate in both its long and its short "
+            "window."
+        ),
     )
 
 
 class ErrorRateGate(SpecModel):
     """Gate on the candidate's error rate, absolute and relative to the baseline."""
 
-    enabled: StrictBool = True
-    max_burn_rate: Number = Field(default=1.0, gt=0)
-    max_ratio_to_baseline: Number = Field(default=2.0, ge=1)
-    min_requests: StrictInt = Field(default=500, ge=1)
+    enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    max_burn_rate: Number = Field(
+        default=1.0,
+        gt=0,
+        description=("Highest allowed candidate error ratio, in multiples of the error budget."),
+    )
+    max_ratio_to_baseline: Number = Field(
+        default=2.0,
+        ge=1,
+        description=("Highest allowed candidate error ratio, in multiples of the baseline's."),
+    )
+    min_requests: StrictInt = Field(
+        default=500, ge=1, description="Candidate requests needed before the gate gives a verdict."
+    )
 
 
 class LatencyGate(SpecModel):
     """Gate on the candidate's P99 latency: regression against baseline and the SLO ceiling."""
 
-    enabled: StrictBool = True
-    max_regression: Number = Field(default=0.10, gt=0, le=10)
-    min_ticks: StrictInt = Field(default=3, ge=1)
+    enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    max_regression: Number = Field(
+        default=0.10,
+        gt=0,
+        le=10,
+        description=("The candidate's P99 may be at most baseline P99 x (1 + maxRegression)."),
+    )
+    min_ticks: StrictInt = Field(
+        default=3, ge=1, description="Ticks of latency data needed before the gate gives a verdict."
+    )
 
 
 class DivergenceGate(SpecModel):
     """Gate on the KL divergence of candidate outputs from baseline outputs."""
 
-    enabled: StrictBool = True
-    max_kl: Number = Field(default=0.01, gt=0, alias="maxKL")
-    min_outputs: StrictInt = Field(default=2000, ge=1)
-    smoothing: Number = Field(default=0.5, gt=0)
+    enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    max_kl: Number = Field(
+        default=0.01,
+        gt=0,
+        alias="maxKL",
+        description=(
+            "Highest allowed KL divergence of the candidate's output histogram from the baseline's."
+        ),
+    )
+    min_outputs: StrictInt = Field(
+        default=2000, ge=1, description="Candidate outputs needed before the gate gives a verdict."
+    )
+    smoothing: Number = Field(
+        default=0.5,
+        gt=0,
+        description=(
+            "Pseudo-count added to every histogram bucket, so empty buckets do "
+            "not make the divergence infinite."
+        ),
+    )
 
 
 class NonFiniteGate(SpecModel):
     """Gate on NaN / infinite outputs from the candidate."""
 
-    enabled: StrictBool = True
-    max_per_million: Number = Field(default=0.0, ge=0)
+    enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    max_per_million: Number = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "Non-finite outputs allowed per million outputs. At 0, a single one fails the gate."
+        ),
+    )
 
 
 class GatesSpec(SpecModel):
     """The promotion gates."""
 
-    burn_rate: BurnRateGate = Field(default_factory=BurnRateGate)
-    error_rate: ErrorRateGate = Field(default_factory=ErrorRateGate)
-    latency: LatencyGate = Field(default_factory=LatencyGate)
-    divergence: DivergenceGate = Field(default_factory=DivergenceGate)
-    non_finite: NonFiniteGate = Field(default_factory=NonFiniteGate)
+    burn_rate: BurnRateGate = Field(
+        default_factory=BurnRateGate,
+        description=("Multiwindow, multi-burn-rate check on the candidate's error budget."),
+    )
+    error_rate: ErrorRateGate = Field(
+        default_factory=ErrorRateGate,
+        description=(
+            "The candidate's error ratio, against the error budget and against the baseline."
+        ),
+    )
+    latency: LatencyGate = Field(
+        default_factory=LatencyGate,
+        description=(
+            "The candidate's P99 latency, against the baseline and against the SLO ceiling."
+        ),
+    )
+    divergence: DivergenceGate = Field(
+        default_factory=DivergenceGate,
+        description=(
+            "How far the candidate's outputs are from the baseline's, as the KL"
+            " divergence between histograms of their output values."
+        ),
+    )
+    non_finite: NonFiniteGate = Field(
+        default_factory=NonFiniteGate,
+        description="NaN and infinite values among the candidate's outputs.",
+    )
 
     @model_validator(mode="after")
     def _one_enabled(self) -> GatesSpec:
@@ -502,28 +672,88 @@ class GatesSpec(SpecModel):
         return self
 
 
+class ProbeSpec(SpecModel):
+    """The paired probe: the same inputs to baseline and candidate before any traffic shifts."""
+
+    enabled: StrictBool = Field(default=True, description="Whether the probe runs.")
+    max_abs_error: Number = Field(
+        default=0.05,
+        gt=0,
+        description=(
+            "Largest allowed absolute difference between baseline and candidate"
+            " outputs on the typical inputs. Any non-finite output the baseline"
+            " does not also produce fails the probe."
+        ),
+    )
+    rows: StrictInt = Field(default=256, ge=16, le=4096, description="Input rows sent to each arm.")
+
+
 class AnalysisSpec(SpecModel):
     """How often and against what the candidate is judged."""
 
     interval_seconds: StrictInt = Field(
-        default=DEFAULT_INTERVAL_SECONDS, ge=MIN_INTERVAL_SECONDS, le=MAX_INTERVAL_SECONDS
+        default=DEFAULT_INTERVAL_SECONDS,
+        ge=MIN_INTERVAL_SECONDS,
+        le=MAX_INTERVAL_SECONDS,
+        description=(
+            "How often the gates are evaluated (one evaluation is a tick); at "
+            "most every step's analysisSeconds."
+        ),
     )
-    warmup_seconds: StrictInt = Field(default=60, ge=0)
-    false_rollback_budget: Number = Field(default=0.01, gt=0, le=0.2)
-    ledger_limit: StrictInt = Field(default=50, ge=10, le=500)
-    insufficient_data: InsufficientDataSpec = Field(default_factory=InsufficientDataSpec)
-    slo: SloSpec = Field(default_factory=SloSpec)
-    gates: GatesSpec = Field(default_factory=GatesSpec)
+    warmup_seconds: StrictInt = Field(
+        default=60,
+        ge=0,
+        description=(
+            "After every weight change, latency samples from this many seconds "
+            "are ignored (cold start)."
+        ),
+    )
+    false_rollback_budget: Number = Field(
+        default=0.01,
+        gt=0,
+        le=0.2,
+        description=(
+            "The accepted chance of rolling back a healthy candidate over a "
+            "whole rollout, shared by all gates and all looks."
+        ),
+    )
+    ledger_limit: StrictInt = Field(
+        default=50,
+        ge=10,
+        le=500,
+        description="How many decision-ledger entries the status keeps (the newest).",
+    )
+    insufficient_data: InsufficientDataSpec = Field(
+        default_factory=InsufficientDataSpec,
+        description="What happens when a step has too little data to decide.",
+    )
+    slo: SloSpec = Field(
+        default_factory=SloSpec,
+        description="The service-level objectives the candidate is held to.",
+    )
+    gates: GatesSpec = Field(
+        default_factory=GatesSpec, description="The promotion gates; at least one must be enabled."
+    )
+    probe: ProbeSpec = Field(
+        default_factory=ProbeSpec,
+        description=(
+            "The paired probe: the same inputs to baseline and candidate before any traffic moves."
+        ),
+    )
 
 
 class RolloutSpec(SpecModel):
     """The spec of a GeluModelRollout."""
 
-    model: ModelSpec
-    baseline: ArmSpec
-    candidate: ArmSpec
-    traffic: TrafficSpec = Field(default_factory=TrafficSpec)
-    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec)
+    model: ModelSpec = Field(description="The Triton model being rolled out.")
+    baseline: ArmSpec = Field(description="What serves today.")
+    candidate: ArmSpec = Field(description="What is being tried; it must differ from the baseline.")
+    traffic: TrafficSpec = Field(
+        default_factory=TrafficSpec, description="How traffic moves to the candidate."
+    )
+    analysis: AnalysisSpec = Field(
+        default_factory=AnalysisSpec, description="How the candidate is judged."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> RolloutSpec:

@@ -1,0 +1,231 @@
+"""Run a real ``tritonserver`` on loopback from the PyTriton wheel's server files.
+
+The wheel ships the server, the Python backend and one backend stub per Python version. The
+stub for 3.11 embeds the system's libpython, so the models' ``model.py`` runs on the system
+interpreter and needs Debian's ``python3-numpy``; :func:`find_triton` checks for all of it and
+says what to run when something is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from gelu_rollout.sandbox.processes import free_port, start_process, stop_process
+
+STUB_PYTHON: Final = "3.11"
+SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")
+SETUP_HINT: Final = "run `make setup` (it installs the sandbox extra and Debian's python3-numpy)"
+LOOPBACK: Final = "127.0.0.1"
+
+
+class TritonUnavailableError(RuntimeError):
+    """The Triton server files, or what its models need, are not installed."""
+
+
+class TritonStartError(RuntimeError):
+    """tritonserver exited or did not become ready; the message ends with its log."""
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Where the server files are."""
+
+    server: Path
+    python_backend: Path
+    stub: Path
+    libraries: Path
+
+
+def find_triton() -> TritonInstall:
+    """Locate the server files in the installed wheel and check the system Python's numpy."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise TritonUnavailableError(f"the Triton server (nvidia-pytriton) is not installed: {SETUP_HINT}")
+    package = Path(spec.origin).parent
+    root = package / "tritonserver"
+    install = TritonInstall(
+        server=root / "bin" / "tritonserver",
+        python_backend=root / "backends" / "python",
+        stub=root / "python_backend_stubs" / STUB_PYTHON / "triton_python_backend_stub",
+        libraries=package.parent / "nvidia_pytriton.libs",
+    )
+    for path in (install.server, install.python_backend, install.stub, install.libraries):
+        if not path.exists():
+            raise TritonUnavailableError(f"the Triton install is incomplete, {path} is missing: {SETUP_HINT}")
+    if not SYSTEM_PYTHON.exists():
+        raise TritonUnavailableError(
+            f"Triton's Python backend runs models on {SYSTEM_PYTHON}, which is missing: {SETUP_HINT}"
+        )
+    probe = subprocess.run(
+        [str(SYSTEM_PYTHON), "-c", "import numpy"], capture_output=True, check=False
+    )
+    if probe.returncode != 0:
+        raise TritonUnavailableError(
+            f"Triton's Python backend needs numpy on {SYSTEM_PYTHON}: {SETUP_HINT}"
+        )
+    return install
+
+
+def lay_out_backends(install: TritonInstall, directory: Path) -> Path:
+    """A backends folder: the Python backend with the 3.11 stub beside ``libtriton_python.so``."""
+    python = directory / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for item in install.python_backend.iterdir():
+        if item.is_file() and not (python / item.name).exists():
+            (python / item.name).symlink_to(item)
+    stub = python / install.stub.name
+    if not stub.exists():
+        shutil.copy2(install.stub, stub)
+    return directory
+
+
+@dataclass(frozen=True)
+class TritonPorts:
+    http: int
+    grpc: int
+    metrics: int
+
+    @staticmethod
+    def pick() -> TritonPorts:
+        return TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+
+
+class TritonServer:
+    """A ``tritonserver`` process serving ``repository`` on free loopback ports.
+
+    Use it as a context manager: it starts on enter, waits until every model is ready, and on
+    exit stops the process group and removes its working files, whatever happened inside.
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        install: TritonInstall | None = None,
+        log_path: Path | None = None,
+        ready_timeout_s: float = 60.0,
+    ) -> None:
+        self.repository = repository
+        self.install = install
+        self.ready_timeout_s = ready_timeout_s
+        self._workdir: Path | None = None
+        self._log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self.ports: TritonPorts | None = None
+
+    @property
+    def http_url(self) -> str:
+        """``host:port`` of the HTTP endpoint (the form tritonclient takes)."""
+        return f"{LOOPBACK}:{self._ports().http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._ports().metrics}/metrics"
+
+    @property
+    def metrics_address(self) -> str:
+        """``host:port`` of the metrics endpoint (a Prometheus scrape target)."""
+        return f"{LOOPBACK}:{self._ports().metrics}"
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            raise RuntimeError("the server has not been started")
+        return self._log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def _ports(self) -> TritonPorts:
+        if self.ports is None:
+            raise RuntimeError("the server has not been started")
+        return self.ports
+
+    def start(self) -> Self:
+        install = self.install or find_triton()
+        self._workdir = Path(tempfile.mkdtemp(prefix="gelu-triton-"))
+        backends = lay_out_backends(install, self._workdir / "backends")
+        if self._log_path is None:
+            self._log_path = self._workdir / "tritonserver.log"
+        env = dict(os.environ)
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(
+            p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
+        )
+        self.ports = TritonPorts.pick()
+        args = [
+            str(install.server),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={backends}",
+            f"--http-address={LOOPBACK}",
+            f"--grpc-address={LOOPBACK}",
+            f"--metrics-address={LOOPBACK}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-port={self.ports.metrics}",
+            "--metrics-config=summary_latencies=true",
+            "--allow-gpu-metrics=false",
+            "--exit-timeout-secs=5",
+        ]
+        self._process = start_process(args, env=env, log_path=self._log_path)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        assert self._process is not None
+        deadline = time.monotonic() + self.ready_timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise TritonStartError(
+                    f"tritonserver exited with status {self._process.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        raise TritonStartError(
+            f"tritonserver was not ready after {self.ready_timeout_s:g} s:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self._log_path is None or not self._log_path.exists():
+            return "(no log)"
+        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self._process is not None:
+            stop_process(self._process, timeout_s=10.0)
+            self._process = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
