@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from gelu_rollout.analysis.verdict import GateResult
 from gelu_rollout.analysis.burn_rate import required_window_seconds
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
 from gelu_rollout.rollout.decide import Decision, decide
@@ -32,7 +33,12 @@ def make_spec(**analysis: Any) -> RolloutSpec:
                     {"weight": 50, "analysisSeconds": 180},
                 ]
             },
-            "analysis": {"intervalSeconds": INTERVAL, "warmupSeconds": 0, **analysis},
+            "analysis": {
+                "intervalSeconds": INTERVAL,
+                "warmupSeconds": 0,
+                "probe": {"enabled": False},
+                **analysis,
+            },
         }
     )
 
@@ -80,6 +86,7 @@ class Driver:
         request: ManualRequest | None = None,
         generation: int | None = None,
         advance: bool = True,
+        probe: GateResult | None = None,
     ) -> Decision:
         if advance and self.decisions:
             self.now += timedelta(seconds=INTERVAL)
@@ -94,6 +101,7 @@ class Driver:
             candidate=None if missing else candidate,
             missing_reason="Prometheus unreachable" if missing else None,
             request=request,
+            probe=probe,
         )
         decision = decide(self.spec, self.status, observations, self.now, generation=generation)
         self.decisions.append(decision)

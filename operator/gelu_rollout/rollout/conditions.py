@@ -22,6 +22,8 @@ class ConditionType(StrEnum):
 
 class Reason(StrEnum):
     ROLLOUT_STARTED = "RolloutStarted"
+    PROBE_FAILED = "ProbeFailed"
+    PROBE_INCONCLUSIVE = "ProbeInconclusive"
     STEP_ANALYSING = "StepAnalysing"
     STEP_ADVANCED = "StepAdvanced"
     ALL_STEPS_PASSED = "AllStepsPassed"
@@ -47,6 +49,7 @@ class Reason(StrEnum):
 
 # The reason a rollback reports when a given gate fails.
 FAILURE_REASONS: dict[str, Reason] = {
+    "probe": Reason.PROBE_FAILED,
     "nonFinite": Reason.NON_FINITE_OUTPUTS,
     "burnRate": Reason.FAST_BURN,
     "errorRate": Reason.ERROR_RATE_ABOVE_TOLERANCE,

@@ -3,11 +3,14 @@ r"""The rollout state machine: ``decide(spec, status, observations, now)``.
 Pure and deterministic: the next status and the actions to take follow from
 the arguments alone. Stages::
 
-    Pending -> Progressing -> Promoted
+    Pending (probe) -> Progressing -> Promoted
                    |  ^   \-> RolledBack
                    v  |
                   Paused  -> RolledBack / Promoted
 
+* Pending runs the candidate without traffic until the paired probe answers: a failed
+  probe rolls back before any traffic moves, a passed one starts the first step. A spec
+  change or a retry probes again.
 * Any failing gate rolls back at once; critical ones (non-finite outputs, a
   fast burn) also override a manual promote.
 * A step advances when its analysis time has passed and every gate passes; the
@@ -180,6 +183,64 @@ def _overall(results: Sequence[GateResult]) -> Verdict:
     return Verdict.INCONCLUSIVE
 
 
+def _probe_first(n: _Next, reason: Reason, message: str) -> None:
+    """(Re)start in Pending: the candidate runs without traffic until the probe answers."""
+    n.update(
+        stage=Stage.PENDING,
+        step_index=0,
+        candidate_weight=0,
+        started_at=n.now,
+        step_started_at=None,
+        finished_at=None,
+        last_verdict=None,
+        observed_generation=n.generation,
+        message="probing the candidate before any traffic moves",
+    )
+    n.analysis(AnalysisState())
+    n.actions += [ScaleCandidate(n.spec.candidate.replicas), SetWeight(0)]
+    n.condition(ConditionType.PROGRESSING, True, reason, message)
+    n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
+    n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
+    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "probing")
+    n.event(reason, message)
+
+
+def _begin(n: _Next, reason: Reason, message: str) -> None:
+    """Start a rollout from scratch: through the probe when it is enabled."""
+    if n.spec.analysis.probe.enabled:
+        _probe_first(n, reason, f"{message}: probing the candidate before any traffic moves")
+    else:
+        _start(n, reason, message)
+
+
+def _pending(n: _Next, observations: Observations) -> None:
+    """Wait for the probe; roll back on a failure, start the first step on a pass."""
+    if n.status.started_at is None or not n.spec.analysis.probe.enabled:
+        _begin(n, Reason.ROLLOUT_STARTED, "rollout started")
+        return
+    result = observations.probe
+    if result is None:
+        return
+    state = _analysis(n.status)
+    n.results, n.previous_verdicts = (result,), state.verdicts
+    n.judged_at = (0, 0)
+    if result.failed:
+        _roll_back(n, Reason.PROBE_FAILED, _failure_message(result))
+        return
+    if result.verdict is Verdict.PASS:
+        n.decided = True
+        _start(n, Reason.ROLLOUT_STARTED, f"probe passed ({result.message}): rollout started")
+        return
+    n.analysis(AnalysisState(verdicts={result.gate: result.verdict.value}))
+    waited = (n.now - n.status.started_at).total_seconds()
+    limit = n.spec.analysis.insufficient_data.max_extension_seconds
+    stalled = n.status.condition(ConditionType.STALLED.value)
+    if waited >= limit and (stalled is None or stalled.status != "True"):
+        message = f"probe still inconclusive after {waited:.0f}s: {result.message}"
+        n.condition(ConditionType.STALLED, True, Reason.PROBE_INCONCLUSIVE, message)
+        n.event(Reason.PROBE_INCONCLUSIVE, message, warning=True)
+
+
 def _start(n: _Next, reason: Reason, message: str) -> None:
     """Begin (or begin again) at the first step with fresh evidence."""
     spec = n.spec
@@ -344,11 +405,14 @@ def decide(
         and generation != status.observed_generation
     )
     if spec_changed:
-        _start(n, Reason.SPEC_CHANGED, f"spec changed (generation {generation}): analysis restarts")
+        _begin(n, Reason.SPEC_CHANGED, f"spec changed (generation {generation}): analysis restarts")
         return n.decision()
 
     if status.stage is Stage.PENDING:
-        _start(n, Reason.ROLLOUT_STARTED, "rollout started")
+        if request is not None and request.kind is RequestKind.ABORT:
+            _roll_back(n, Reason.ABORTED, "aborted on request")
+        else:
+            _pending(n, observations)
         return n.decision()
 
     if status.stage.terminal:
@@ -357,7 +421,7 @@ def decide(
             and request.kind is RequestKind.RETRY
             and status.stage is Stage.ROLLED_BACK
         ):
-            _start(n, Reason.RETRIED, "retry requested: the rollout starts again at step 1")
+            _begin(n, Reason.RETRIED, "retry requested: the rollout starts again at step 1")
         elif request is not None:
             n.event(
                 Reason.REQUEST_IGNORED,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gelu_rollout.analysis.observations import ArmObservation
+from gelu_rollout.analysis.verdict import GateResult
 from gelu_rollout.rollout.requests import ManualRequest
 
 
@@ -15,7 +16,8 @@ class Observations:
 
     ``baseline`` and ``candidate`` are None when the metrics could not be read
     (``missing_reason`` says why): the gates then say Inconclusive, never Pass.
-    ``at`` is when the observation window ended; an observation not newer than
+    ``probe`` is the paired probe's result, given while the rollout is Pending once the
+    candidate is ready. ``at`` is when the observation window ended; an observation not newer than
     the last one used is ignored, so replaying a tick changes nothing.
     """
 
@@ -25,3 +27,4 @@ class Observations:
     candidate: ArmObservation | None
     missing_reason: str | None = None
     request: ManualRequest | None = None
+    probe: GateResult | None = None

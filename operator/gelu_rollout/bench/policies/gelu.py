@@ -43,6 +43,8 @@ def spec_for(scenario: Scenario, analysis: dict[str, Any] | None = None) -> Roll
                     "availability": scenario.availability_slo,
                     "latencyP99Ms": scenario.latency_p99_ceiling_ms,
                 },
+                # Scenarios replay metrics only; the pre-traffic probe has nothing to run on.
+                "probe": {"enabled": False},
                 **(analysis or {}),
             },
         }
