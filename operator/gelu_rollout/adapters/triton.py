@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
 from tritonclient.utils import InferenceServerException
@@ -17,7 +18,7 @@ from gelu_rollout.analysis.probe import (
     compare_outputs,
     probe_inputs,
 )
-from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.analysis.verdict import GateResult, inconclusive
 from gelu_rollout.variants.repository import MAX_BATCH_SIZE
 
 INPUT_NAME: Final = "INPUT0"
@@ -41,7 +42,9 @@ async def infer(
     return np.concatenate(parts)
 
 
-async def _answers(url: str, model: str, typical: FloatArray, extreme: FloatArray, timeout_s: float) -> ArmAnswers:
+async def _answers(
+    url: str, model: str, typical: FloatArray, extreme: FloatArray, timeout_s: float
+) -> ArmAnswers:
     client = triton_http.InferenceServerClient(url, conn_timeout=timeout_s)
     try:
         return ArmAnswers(
@@ -67,15 +70,31 @@ async def run_probe(
     (an arm unreachable, an error, a timeout): an unprobed candidate gets no traffic.
     """
     inputs = probe_inputs(rows)
+    urls = {"baseline": baseline_url, "candidate": candidate_url}
+    tasks = {
+        arm: asyncio.ensure_future(_answers(url, model, inputs.typical, inputs.extreme, timeout_s))
+        for arm, url in urls.items()
+    }
     try:
         baseline, candidate = await asyncio.wait_for(
-            asyncio.gather(
-                _answers(baseline_url, model, inputs.typical, inputs.extreme, timeout_s),
-                _answers(candidate_url, model, inputs.typical, inputs.extreme, timeout_s),
-            ),
-            timeout=timeout_s,
+            asyncio.gather(*tasks.values()), timeout=timeout_s
         )
-    except (InferenceServerException, OSError, TimeoutError) as error:
+    except TimeoutError:
+        return inconclusive(GATE, f"probe could not run: no answers within {timeout_s:g} s")
+    # aiohttp.ClientError: tritonclient's asyncio client lets its transport errors through,
+    # and some of them (a server that disconnects mid-request) are not OSErrors.
+    except (InferenceServerException, aiohttp.ClientError, OSError) as error:
+        failed = [
+            arm
+            for arm, task in tasks.items()
+            if task.done() and not task.cancelled() and task.exception() is not None
+        ]
+        where = f"{failed[0]} {urls[failed[0]]}: " if failed else ""
         message = str(error) or type(error).__name__
-        return GateResult(GATE, Verdict.INCONCLUSIVE, None, None, 0.0, 0.0, f"probe could not run: {message}")
+        return inconclusive(GATE, f"probe could not run: {where}{message}")
+    finally:
+        # gather() leaves the other arm running when one fails: stop it, let it close.
+        for task in tasks.values():
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
     return compare_outputs(baseline, candidate, max_abs_error=max_abs_error)

@@ -54,8 +54,10 @@ def output_histogram(values: npt.ArrayLike) -> tuple[float, ...]:
     """Per-bucket counts of the finite values over OUTPUT_BUCKETS, with a last +Inf bucket."""
     flat = np.asarray(values, dtype=np.float64).ravel()
     finite = flat[np.isfinite(flat)]
-    edges = np.array([-np.inf, *OUTPUT_BUCKETS, np.inf])
-    counts, _ = np.histogram(finite, bins=edges)
+    # Prometheus buckets are upper-inclusive (value <= le): bucket i holds
+    # OUTPUT_BUCKETS[i-1] < value <= OUTPUT_BUCKETS[i], the last one everything above.
+    index = np.searchsorted(np.asarray(OUTPUT_BUCKETS), finite, side="left")
+    counts = np.bincount(index, minlength=len(OUTPUT_BUCKETS) + 1)
     return tuple(float(c) for c in counts)
 
 
@@ -83,7 +85,17 @@ def _nonfinite(answers: ArmAnswers) -> int:
     )
 
 
-def compare_outputs(baseline: ArmAnswers, candidate: ArmAnswers, *, max_abs_error: float) -> ProbeReport:
+def _extra_nonfinite(baseline: ArmAnswers, candidate: ArmAnswers) -> int:
+    """Non-finite candidate outputs where the baseline's output is finite."""
+    return sum(
+        int(np.count_nonzero(~np.isfinite(c) & np.isfinite(b)))
+        for b, c in ((baseline.typical, candidate.typical), (baseline.extreme, candidate.extreme))
+    )
+
+
+def compare_outputs(
+    baseline: ArmAnswers, candidate: ArmAnswers, *, max_abs_error: float
+) -> ProbeReport:
     """Judge the candidate's answers against the baseline's.
 
     Fails (critically) on any non-finite output the baseline does not also produce, and on a
@@ -101,19 +113,33 @@ def compare_outputs(baseline: ArmAnswers, candidate: ArmAnswers, *, max_abs_erro
         output_histogram(baseline.typical), output_histogram(candidate.typical), KL_SMOOTHING
     )
     base_bad, cand_bad = _nonfinite(baseline), _nonfinite(candidate)
+    extra_bad = _extra_nonfinite(baseline, candidate)
     summary = (
         f"max abs error {error:.3g} (limit {max_abs_error:g}), KL {kl:.2g}, "
         f"non-finite outputs {cand_bad} (baseline {base_bad}) over {rows} rows"
     )
-    if cand_bad > base_bad:
+    if extra_bad:
         result = GateResult(
-            GATE, Verdict.FAIL, float(cand_bad), float(base_bad), rows, 0.0,
-            f"candidate produced non-finite outputs: {summary}", critical=True,
+            GATE,
+            Verdict.FAIL,
+            float(extra_bad),
+            0.0,
+            rows,
+            0.0,
+            f"candidate produced {extra_bad} non-finite output(s) where the baseline's are "
+            f"finite: {summary}",
+            critical=True,
         )
     elif error > max_abs_error:
         result = GateResult(
-            GATE, Verdict.FAIL, error, max_abs_error, rows, 0.0,
-            f"candidate outputs differ from the baseline's: {summary}", critical=True,
+            GATE,
+            Verdict.FAIL,
+            error,
+            max_abs_error,
+            rows,
+            0.0,
+            f"candidate outputs differ from the baseline's: {summary}",
+            critical=True,
         )
     else:
         result = GateResult(GATE, Verdict.PASS, error, max_abs_error, rows, 0.0, summary)

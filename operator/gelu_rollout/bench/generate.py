@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special
 
 from gelu_rollout.bench.scenario import ArmTick, Scenario, Severity, StepPlan, Tick
+
+FloatArray = npt.NDArray[np.float64]
 
 TICK_SECONDS = 60.0
 STEPS = (StepPlan(10, 5), StepPlan(25, 5), StepPlan(50, 5))
@@ -63,7 +67,7 @@ FAULTS: tuple[Fault, ...] = (
 FAULT_KINDS = tuple(f.kind for f in FAULTS)
 
 
-def _bucket_probabilities(mean: float, sd: float, skew_mass: float) -> np.ndarray:
+def _bucket_probabilities(mean: float, sd: float, skew_mass: float) -> FloatArray:
     """Bucket probabilities of a skewed output distribution (a GELU block's outputs)."""
     edges = np.concatenate(([-np.inf], np.asarray(HISTOGRAM_BOUNDS), [np.inf]))
     core = np.diff(special.ndtr((edges - mean) / sd))
@@ -73,16 +77,16 @@ def _bucket_probabilities(mean: float, sd: float, skew_mass: float) -> np.ndarra
     return np.asarray(p / p.sum())
 
 
-def _kl(p: np.ndarray, q: np.ndarray) -> float:
+def _kl(p: FloatArray, q: FloatArray) -> float:
     return float(special.rel_entr(p, q).sum())
 
 
-def _tilt(p: np.ndarray, direction: np.ndarray, beta: float) -> np.ndarray:
+def _tilt(p: FloatArray, direction: FloatArray, beta: float) -> FloatArray:
     q = p * np.exp(beta * direction)
     return np.asarray(q / q.sum())
 
 
-def tilt_to_kl(p: np.ndarray, direction: np.ndarray, target: float) -> float:
+def tilt_to_kl(p: FloatArray, direction: FloatArray, target: float) -> float:
     """The tilt strength beta at which KL(p || tilt(p, beta)) equals ``target``."""
     if target <= 0:
         return 0.0
@@ -103,7 +107,7 @@ class _Arm:
     requests: float = 0.0
     failures: float = 0.0
     nonfinite: float = 0.0
-    histogram: np.ndarray | None = None
+    histogram: npt.NDArray[Any] | None = None
 
     def snapshot(self, p99: float | None) -> ArmTick:
         assert self.histogram is not None

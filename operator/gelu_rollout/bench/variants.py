@@ -12,7 +12,6 @@ import asyncio
 import re
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ GRID_LIMIT: Final = 8.0
 GRID_ROWS: Final = 64
 NORMAL_ROWS: Final = 4096
 NORMAL_SEED: Final = 11
+WARMUP_REQUESTS: Final = 20
 
 
 def model_name(variant: str) -> str:
@@ -60,6 +60,12 @@ def grid_inputs() -> np.ndarray[Any, np.dtype[np.float32]]:
     )
 
 
+def normal_inputs() -> np.ndarray[Any, np.dtype[np.float32]]:
+    """NORMAL_ROWS seeded rows of N(0, 3²) values."""
+    rng = np.random.default_rng(NORMAL_SEED)
+    return rng.normal(0.0, 3.0, (NORMAL_ROWS, INPUTS)).astype(np.float32)
+
+
 def _max_error(served: np.ndarray[Any, Any], reference: np.ndarray[Any, Any]) -> float:
     finite = np.isfinite(served)
     return float(np.abs(served[finite] - reference[finite]).max()) if finite.any() else 0.0
@@ -70,7 +76,7 @@ def _nonfinite(values: np.ndarray[Any, Any]) -> int:
 
 
 _SUMMARY = re.compile(
-    r'^nv_inference_request_summary_us\{(?P<labels>[^}]*)\} (?P<value>\S+)$', re.MULTILINE
+    r"^nv_inference_request_summary_us\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE
 )
 
 
@@ -116,8 +122,7 @@ async def _measure(
     progress: Callable[[str], None],
 ) -> dict[str, VariantFigures]:
     grid = grid_inputs()
-    normal = np.random.default_rng(NORMAL_SEED).normal(0.0, 3.0, (NORMAL_ROWS, INPUTS))
-    normal = normal.astype(np.float32)
+    normal = normal_inputs()
     extreme = probe_inputs(1).extreme
     grid_ref, normal_ref = reference_outputs(grid), reference_outputs(normal)
     client = triton_http.InferenceServerClient(server.http_url)
@@ -126,10 +131,11 @@ async def _measure(
         for variant in CATALOG:
             model = model_name(variant)
             progress(f"measuring {variant}")
-            await _latency_batch1(client, model, 20)  # warm-up, outside the measured phase
+            # Warm-up: the model's first requests are slow (about 20 ms for the very first).
+            # Triton's summary keeps them, so they are few beside the measured requests.
+            await _latency_batch1(client, model, WARMUP_REQUESTS)
             await _latency_batch1(client, model, requests_batch1)
-            with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-                quantiles = summary_quantiles(response.read().decode(), model)
+            quantiles = summary_quantiles(server.metrics_text(), model)
             throughput = await _throughput_batch64(client, model, requests_batch64, concurrency)
             served_normal = await infer(client, model, normal)
             raw[variant] = {
@@ -172,7 +178,9 @@ def benchmark_variants(
     with tempfile.TemporaryDirectory(prefix="gelu-bench-variants-") as directory:
         root = Path(directory)
         for variant in CATALOG:
-            write_repository(root, model_name(variant), render_repository(model_name(variant), variant))
+            write_repository(
+                root, model_name(variant), render_repository(model_name(variant), variant)
+            )
         progress("starting Triton with every variant")
         with TritonServer(root) as server:
             figures = asyncio.run(

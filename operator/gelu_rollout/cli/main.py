@@ -62,6 +62,26 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def crd(
+    output: Annotated[
+        Path | None, typer.Option(help="Write the YAML to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """Print the GeluModelRollout CustomResourceDefinition as YAML, for kubectl apply -f."""
+    from gelu_rollout.resources.crd import render_crd_yaml
+
+    text = render_crd_yaml()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        output.write_text(text)
+    except OSError as error:
+        raise fail(f"cannot write {output}: {error}") from None
+    typer.echo(f"CustomResourceDefinition written to {output}")
+
+
 @bench_app.command("decisions")
 def bench_decisions(
     scenarios: Annotated[
@@ -92,6 +112,85 @@ def bench_decisions(
     print_bench_report(report, out)
     if json_path is not None:
         json_path.write_text(json.dumps(report, indent=2) + "\n")
+        out.print(f"report written to {json_path}")
+
+
+@app.command()
+def run(
+    prometheus_url: Annotated[
+        str, typer.Option(help="Prometheus that scrapes the Triton pods.")
+    ] = "http://prometheus-operated.monitoring.svc:9090",
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubeconfig file (default: in-cluster, then ~/.kube).")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="Kubeconfig context.")] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Watch this namespace (repeat); default: all."),
+    ] = None,
+    tick_seconds: Annotated[
+        float, typer.Option(min=0.5, help="How often each rollout is reconciled.")
+    ] = 5.0,
+    scrape_interval_seconds: Annotated[
+        float, typer.Option(min=0.1, help="Prometheus' scrape interval for the Triton pods.")
+    ] = 15.0,
+    metrics_port: Annotated[int, typer.Option(help="Port of the operator's own metrics.")] = 8080,
+    liveness_port: Annotated[int, typer.Option(help="Port of the /healthz liveness probe.")] = 8081,
+    bind_address: Annotated[str, typer.Option(help="Address the two ports bind to.")] = "0.0.0.0",
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Run the operator: reconcile every GeluModelRollout until interrupted."""
+    import asyncio
+    import contextlib
+
+    from gelu_rollout.run import OperatorConfig, configure_logging, run_operator
+
+    configure_logging(verbose)
+    config = OperatorConfig(
+        prometheus_url=prometheus_url,
+        kubeconfig=kubeconfig,
+        context=context,
+        namespaces=tuple(namespace or ()),
+        tick_seconds=tick_seconds,
+        scrape_interval_seconds=scrape_interval_seconds,
+        metrics_port=metrics_port,
+        liveness_port=liveness_port,
+        bind_address=bind_address,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_operator(config))
+
+
+@bench_app.command("variants")
+def bench_variants(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    requests_batch1: Annotated[
+        int, typer.Option(min=50, help="Batch-1 requests per variant for the latency figures.")
+    ] = 500,
+    requests_batch64: Annotated[
+        int, typer.Option(min=10, help="Batch-64 requests per variant for the throughput figures.")
+    ] = 200,
+) -> None:
+    """Every GELU variant on a real Triton: accuracy, KL, NaNs, latency and throughput."""
+    from gelu_rollout.bench.variants import benchmark_variants
+    from gelu_rollout.cli.render import print_variants_report
+    from gelu_rollout.sandbox.triton import TritonStartError, TritonUnavailableError
+
+    try:
+        with out.status("starting Triton") as status:
+            report = benchmark_variants(
+                requests_batch1=requests_batch1,
+                requests_batch64=requests_batch64,
+                progress=status.update,
+            )
+    except (TritonUnavailableError, TritonStartError) as error:
+        raise fail(str(error)) from None
+    print_variants_report(report, out)
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise fail(f"cannot write {json_path}: {error}") from None
         out.print(f"report written to {json_path}")
 
 

@@ -147,6 +147,7 @@ def print_variants_report(report: dict[str, Any], console: Console) -> None:
     settings = report["settings"]
     console.print(
         f"batch 1: {settings['requests_batch1']} requests per variant; batch 64: "
-        f"{settings['requests_batch64']} requests at concurrency {settings['concurrency_batch64']}; "
+        f"{settings['requests_batch64']} requests at concurrency "
+        f"{settings['concurrency_batch64']}; "
         f"accuracy on {settings['normal_rows']} N(0, 3²) rows and a grid of {settings['grid']}."
     )

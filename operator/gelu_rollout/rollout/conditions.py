@@ -14,6 +14,7 @@ from gelu_rollout.spec.status import Condition
 
 
 class ConditionType(StrEnum):
+    READY = "Ready"
     PROGRESSING = "Progressing"
     PROMOTED = "Promoted"
     ROLLED_BACK = "RolledBack"
@@ -45,6 +46,13 @@ class Reason(StrEnum):
     NOT_PROMOTED = "NotPromoted"
     NOT_STALLED = "NotStalled"
     FINISHED = "Finished"
+    # Ready: the owned resources, as the operator (not decide) sees them.
+    RESOURCES_READY = "ResourcesReady"
+    WAITING_FOR_PODS = "WaitingForPods"
+    INVALID_SPEC = "InvalidSpec"
+    REPOSITORY_MISSING = "RepositoryMissing"
+    ROUTE_MISSING = "HTTPRouteMissing"
+    INVALID_REQUEST = "InvalidRequest"
 
 
 # The reason a rollback reports when a given gate fails.

@@ -11,6 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+REQUEST_ANNOTATION = "gelu.dev/request"
+"""The annotation that carries a manual request, ``KIND/ID``."""
+
+
 class RequestKind(StrEnum):
     PROMOTE = "promote"
     ABORT = "abort"

@@ -8,11 +8,14 @@ says what to run when something is missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -21,12 +24,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from gelu_rollout.sandbox.processes import free_port, start_process, stop_process
+from gelu_rollout.sandbox.processes import start_process, stop_process
 
 STUB_PYTHON: Final = "3.11"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")
 SETUP_HINT: Final = "run `make setup` (it installs the sandbox extra and Debian's python3-numpy)"
 LOOPBACK: Final = "127.0.0.1"
+START_ATTEMPTS: Final = 3
+_ports_lock = threading.Lock()
+_ports_handed_out: set[int] = set()
+# Loopback requests must not go through an HTTP proxy set in the environment.
+_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class TritonUnavailableError(RuntimeError):
@@ -51,7 +59,9 @@ def find_triton() -> TritonInstall:
     """Locate the server files in the installed wheel and check the system Python's numpy."""
     spec = importlib.util.find_spec("pytriton")
     if spec is None or spec.origin is None:
-        raise TritonUnavailableError(f"the Triton server (nvidia-pytriton) is not installed: {SETUP_HINT}")
+        raise TritonUnavailableError(
+            f"the Triton server (nvidia-pytriton) is not installed: {SETUP_HINT}"
+        )
     package = Path(spec.origin).parent
     root = package / "tritonserver"
     install = TritonInstall(
@@ -62,10 +72,13 @@ def find_triton() -> TritonInstall:
     )
     for path in (install.server, install.python_backend, install.stub, install.libraries):
         if not path.exists():
-            raise TritonUnavailableError(f"the Triton install is incomplete, {path} is missing: {SETUP_HINT}")
+            raise TritonUnavailableError(
+                f"the Triton install is incomplete, {path} is missing: {SETUP_HINT}"
+            )
     if not SYSTEM_PYTHON.exists():
         raise TritonUnavailableError(
-            f"Triton's Python backend runs models on {SYSTEM_PYTHON}, which is missing: {SETUP_HINT}"
+            f"Triton's Python backend runs models on {SYSTEM_PYTHON}, which is missing: "
+            f"{SETUP_HINT}"
         )
     probe = subprocess.run(
         [str(SYSTEM_PYTHON), "-c", "import numpy"], capture_output=True, check=False
@@ -98,7 +111,25 @@ class TritonPorts:
 
     @staticmethod
     def pick() -> TritonPorts:
-        return TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+        """Three distinct free loopback ports, none handed to a server of this process yet.
+
+        A server binds its ports only after loading its models (a second or more), so
+        servers started side by side must not be given the same free port.
+        """
+        with _ports_lock:
+            while True:
+                with contextlib.ExitStack() as stack:
+                    sockets = [stack.enter_context(socket.socket()) for _ in range(3)]
+                    for sock in sockets:
+                        sock.bind((LOOPBACK, 0))
+                    ports = [int(sock.getsockname()[1]) for sock in sockets]
+                if not _ports_handed_out.intersection(ports):
+                    _ports_handed_out.update(ports)
+                    return TritonPorts(*ports)
+
+    def release(self) -> None:
+        with _ports_lock:
+            _ports_handed_out.difference_update((self.http, self.grpc, self.metrics))
 
 
 class TritonServer:
@@ -123,6 +154,7 @@ class TritonServer:
         self._log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
         self.ports: TritonPorts | None = None
+        self._held_ports: TritonPorts | None = None
 
     @property
     def http_url(self) -> str:
@@ -156,35 +188,58 @@ class TritonServer:
     def start(self) -> Self:
         install = self.install or find_triton()
         self._workdir = Path(tempfile.mkdtemp(prefix="gelu-triton-"))
-        backends = lay_out_backends(install, self._workdir / "backends")
-        if self._log_path is None:
-            self._log_path = self._workdir / "tritonserver.log"
-        env = dict(os.environ)
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
-        )
-        self.ports = TritonPorts.pick()
-        args = [
+        try:
+            backends = lay_out_backends(install, self._workdir / "backends")
+            if self._log_path is None:
+                self._log_path = self._workdir / "tritonserver.log"
+            env = dict(os.environ)
+            env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
+            )
+            for attempt in range(1, START_ATTEMPTS + 1):
+                log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
+                self.ports = self._held_ports = TritonPorts.pick()
+                self._process = start_process(
+                    self._arguments(install, backends, self.ports), env=env, log_path=self._log_path
+                )
+                try:
+                    self._wait_ready()
+                    return self
+                except TritonStartError:
+                    # Another process took a port between pick() and the server's bind:
+                    # pick again (the kernel's choice is only a hint).
+                    if attempt == START_ATTEMPTS or not self._lost_port_race(log_offset):
+                        raise
+                    stop_process(self._process)
+                    self._process = None
+                    self._release_ports()
+        except BaseException:
+            self.stop()
+            raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _arguments(self, install: TritonInstall, backends: Path, ports: TritonPorts) -> list[str]:
+        return [
             str(install.server),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
             f"--http-address={LOOPBACK}",
             f"--grpc-address={LOOPBACK}",
             f"--metrics-address={LOOPBACK}",
-            f"--http-port={self.ports.http}",
-            f"--grpc-port={self.ports.grpc}",
-            f"--metrics-port={self.ports.metrics}",
+            f"--http-port={ports.http}",
+            f"--grpc-port={ports.grpc}",
+            f"--metrics-port={ports.metrics}",
             "--metrics-config=summary_latencies=true",
             "--allow-gpu-metrics=false",
             "--exit-timeout-secs=5",
         ]
-        self._process = start_process(args, env=env, log_path=self._log_path)
-        try:
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+
+    def _lost_port_race(self, log_offset: int) -> bool:
+        if self._process is None or self._process.poll() is None or self._log_path is None:
+            return False
+        with self._log_path.open("rb") as log:
+            log.seek(log_offset)
+            return b"already in use" in log.read()
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -192,11 +247,12 @@ class TritonServer:
         url = f"http://{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
+                status = self._process.returncode
                 raise TritonStartError(
-                    f"tritonserver exited with status {self._process.returncode}:\n{self.log_tail()}"
+                    f"tritonserver exited with status {status}:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                with _DIRECT.open(url, timeout=1) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, OSError):
@@ -205,6 +261,12 @@ class TritonServer:
         raise TritonStartError(
             f"tritonserver was not ready after {self.ready_timeout_s:g} s:\n{self.log_tail()}"
         )
+
+    def metrics_text(self, timeout_s: float = 10.0) -> str:
+        """The metrics endpoint's current text (Prometheus exposition format)."""
+        with _DIRECT.open(self.metrics_url, timeout=timeout_s) as response:
+            text: str = response.read().decode()
+            return text
 
     def log_tail(self, lines: int = 30) -> str:
         if self._log_path is None or not self._log_path.exists():
@@ -215,9 +277,15 @@ class TritonServer:
         if self._process is not None:
             stop_process(self._process, timeout_s=10.0)
             self._process = None
+        self._release_ports()
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+
+    def _release_ports(self) -> None:
+        if self._held_ports is not None:
+            self._held_ports.release()
+            self._held_ports = None
 
     def __enter__(self) -> Self:
         return self.start()

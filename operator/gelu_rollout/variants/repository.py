@@ -8,6 +8,7 @@ directory. The same files run in the stock ``tritonserver`` container and in the
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -27,8 +28,9 @@ MAX_BATCH_SIZE: Final = 256
 class Faults:
     """Faults injected into a rendered model, for tests and the sandbox's scenarios.
 
-    ``error_rate`` is the chance that a request fails; ``latency_ms`` is added to every
-    batch the model executes.
+    ``error_rate`` is the chance that a request fails (drawn once per batch the model
+    executes, so that Triton counts the failure: see ``triton_model.py``); ``latency_ms`` is
+    added to every batch the model executes.
     """
 
     error_rate: float = 0.0
@@ -37,8 +39,10 @@ class Faults:
     def __post_init__(self) -> None:
         if not 0.0 <= self.error_rate <= 1.0:
             raise ValueError(f"error_rate must be within [0, 1], got {self.error_rate}")
-        if self.latency_ms < 0:
-            raise ValueError(f"latency_ms must be at least 0, got {self.latency_ms}")
+        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
+            raise ValueError(
+                f"latency_ms must be a finite number at least 0, got {self.latency_ms}"
+            )
 
 
 def model_source() -> str:
@@ -80,7 +84,9 @@ instance_group [ {{ kind: KIND_CPU count: 1 }} ]
 """
 
 
-def render_repository(model_name: str, variant: str, *, faults: Faults = Faults()) -> dict[str, str]:
+def render_repository(
+    model_name: str, variant: str, *, faults: Faults = Faults()
+) -> dict[str, str]:
     """The model repository of a variant, as ConfigMap data."""
     return {CONFIG_KEY: render_config(model_name, variant, faults), MODEL_KEY: model_source()}
 

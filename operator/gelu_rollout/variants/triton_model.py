@@ -54,7 +54,14 @@ def _erfc(x: Array) -> Array:
             * (
                 0.09678418
                 + t
-                * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))
+                * (
+                    -0.18628806
+                    + t
+                    * (
+                        0.27886807
+                        + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))
+                    )
+                )
             )
         )
     )
@@ -170,14 +177,15 @@ class TritonPythonModel:
     def execute(self, requests: list[Any]) -> list[Any]:
         if self.latency_s > 0:
             time.sleep(self.latency_s)
+        if self.error_rate > 0 and self.rng.random() < self.error_rate:
+            # Raised, not returned as an error response: Triton counts a returned error
+            # response as a success in nv_inference_request_failure/_success, and only an
+            # exception from execute() as a failure (reason="BACKEND"). The draw is per batch,
+            # so each request still fails with probability error_rate.
+            raise pb_utils.TritonModelException("injected failure")
         responses = []
         outputs = []
         for request in requests:
-            if self.error_rate > 0 and self.rng.random() < self.error_rate:
-                responses.append(
-                    pb_utils.InferenceResponse(error=pb_utils.TritonError("injected failure"))
-                )
-                continue
             x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             y = self._forward(x.astype(np.float32))
             outputs.append(y)

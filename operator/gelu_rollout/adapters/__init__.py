@@ -1,0 +1,1 @@
+"""Adapters to the outside world: Prometheus, Triton, Kubernetes; each with a fake."""

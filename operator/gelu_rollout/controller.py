@@ -1,0 +1,373 @@
+"""One reconcile tick of one rollout: observe, decide, act, record.
+
+The imperative shell around :func:`gelu_rollout.rollout.decide.decide`. It reads the world
+through the adapters (Kubernetes, Prometheus, Triton), lets ``decide`` choose, makes the owned
+resources match the status ``decide`` returned, and hands the status and Events back to the
+Kopf handler to write. Blocking adapter calls run in worker threads so one slow rollout never
+stalls another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from gelu_rollout.adapters.kube import KubeClient
+from gelu_rollout.adapters.prometheus.observer import Observer
+from gelu_rollout.adapters.triton import run_probe
+from gelu_rollout.analysis.burn_rate import required_window_seconds
+from gelu_rollout.analysis.verdict import GateResult
+from gelu_rollout.metrics import OperatorMetrics
+from gelu_rollout.resources.desired import (
+    ArmRepositories,
+    candidate_traffic_weight,
+    desired_resources,
+    needs_apply,
+    repositories_for,
+    repository_problems,
+    stale_objects,
+)
+from gelu_rollout.resources.names import (
+    OwnerRef,
+    deployment_name,
+    label_value,
+    owned_selector,
+    service_name,
+)
+from gelu_rollout.resources.traffic import route_backends_patch
+from gelu_rollout.rollout.actions import EmitEvent
+from gelu_rollout.rollout.conditions import ConditionType, Reason, set_condition
+from gelu_rollout.rollout.decide import AnalysisState, decide
+from gelu_rollout.rollout.evaluate import step_burn_windows
+from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, ManualRequest, parse_request
+from gelu_rollout.spec.model import RolloutSpec
+from gelu_rollout.spec.parse import SpecError, parse_spec, parse_status
+from gelu_rollout.spec.status import RolloutStatus, Stage
+
+log = logging.getLogger(__name__)
+
+HTTP_PORT = 8000
+OWNED_KINDS = (("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"))
+HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+
+
+class EndpointResolver(Protocol):
+    """Where a Service answers: ``host:port`` addresses of its ready pods' HTTP endpoint."""
+
+    def __call__(self, namespace: str, service: str) -> list[str]: ...
+
+
+def cluster_dns(namespace: str, service: str) -> list[str]:
+    """In a cluster the Service's DNS name reaches its ready pods."""
+    return [f"{service}.{namespace}.svc:{HTTP_PORT}"]
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What the handler writes back: the status (a merge patch) and the Events."""
+
+    status: dict[str, Any]
+    events: tuple[EmitEvent, ...] = ()
+    results: tuple[GateResult, ...] = ()
+
+
+@dataclass(frozen=True)
+class World:
+    """What applying the owned resources found."""
+
+    ready: bool
+    reason: Reason
+    message: str
+
+
+@dataclass
+class Controller:
+    kube: KubeClient
+    observer: Observer
+    endpoints: EndpointResolver = cluster_dns
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    probe_timeout_seconds: float = 10.0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    async def tick(self, body: Mapping[str, Any]) -> TickResult:
+        started = time.monotonic()
+        metadata = body.get("metadata") or {}
+        namespace, name = str(metadata.get("namespace")), str(metadata.get("name"))
+        generation = metadata.get("generation")
+        generation = generation if isinstance(generation, int) else None
+        raw_status = body.get("status") or {}
+        events: list[EmitEvent] = []
+        try:
+            spec = parse_spec(body)
+        except SpecError as error:
+            return self._not_ready(raw_status, Reason.INVALID_SPEC, str(error), generation)
+        try:
+            status = parse_status(raw_status)
+        except SpecError as error:
+            # A status edited by hand: start over rather than act on what cannot be read.
+            events.append(
+                EmitEvent("Warning", Reason.SPEC_CHANGED.value, f"unreadable status reset: {error}")
+            )
+            status = RolloutStatus()
+        owner = OwnerRef.from_body(body)
+        repositories, problem = await asyncio.to_thread(self._repositories, spec, namespace)
+        if repositories is None:
+            return self._not_ready(raw_status, Reason.REPOSITORY_MISSING, problem, generation)
+
+        request, request_problem = _request(metadata, status)
+        if request_problem is not None:
+            events.append(EmitEvent("Warning", Reason.INVALID_REQUEST.value, request_problem))
+        now = self.clock()
+        results: tuple[GateResult, ...] = ()
+        if (
+            self._due(spec, status, now)
+            or request is not None
+            or generation != status.observed_generation
+        ):
+            observations = await self._observe(spec, status, namespace, name, now, request)
+            decision = decide(spec, status, observations, now, generation=generation)
+            status, results = decision.status, decision.results
+            events.extend(decision.events)
+        world = await asyncio.to_thread(self._apply, owner, spec, status, repositories)
+        status = status.model_copy(
+            update={
+                "conditions": set_condition(
+                    status.conditions,
+                    ConditionType.READY,
+                    world.ready,
+                    world.reason,
+                    world.message,
+                    now,
+                    generation,
+                )
+            }
+        )
+        self.metrics.record(
+            namespace,
+            name,
+            status.stage,
+            candidate_traffic_weight(status) if status.stage is not Stage.PROMOTED else 100,
+            results,
+            time.monotonic() - started,
+        )
+        return TickResult(_status_patch(raw_status, status), tuple(events), results)
+
+    # -- observe ---------------------------------------------------------------------------
+
+    def _repositories(
+        self, spec: RolloutSpec, namespace: str
+    ) -> tuple[ArmRepositories | None, str]:
+        config_maps: dict[str, Mapping[str, str]] = {}
+        for arm_name, arm in (("baseline", spec.baseline), ("candidate", spec.candidate)):
+            if arm.repository is None:
+                continue
+            cm_name = arm.repository.config_map_name
+            live = self.kube.get("v1", "ConfigMap", namespace, cm_name)
+            if live is None:
+                return (
+                    None,
+                    f"spec.{arm_name}.repository: ConfigMap {namespace}/{cm_name} not found",
+                )
+            data = live.get("data") or {}
+            problems = repository_problems(data)
+            if problems:
+                return None, f"spec.{arm_name}.repository: ConfigMap {cm_name}: " + "; ".join(
+                    problems
+                )
+            config_maps[cm_name] = data
+        return repositories_for(spec, config_maps), ""
+
+    @staticmethod
+    def _due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
+        if status.stage is Stage.PENDING:
+            return True
+        if status.stage.terminal:
+            return False
+        observed = AnalysisState.from_dict(status.analysis).observed_at
+        interval = timedelta(seconds=spec.analysis.interval_seconds)
+        return observed is None or now - observed >= interval
+
+    async def _observe(
+        self,
+        spec: RolloutSpec,
+        status: RolloutStatus,
+        namespace: str,
+        name: str,
+        now: datetime,
+        request: ManualRequest | None,
+    ) -> Observations:
+        interval = float(spec.analysis.interval_seconds)
+        if status.stage is Stage.PENDING or status.stage.terminal:
+            probe = None
+            if status.stage is Stage.PENDING and status.started_at is not None:
+                probe = await self._probe(spec, namespace, name)
+            return Observations(now, interval, None, None, "not analysing", request, probe)
+        windows = required_window_seconds(step_burn_windows(spec, status.step_index))
+        observations = await asyncio.to_thread(
+            self.observer.observe,
+            namespace,
+            label_value(name),
+            spec.model.name,
+            interval,
+            windows,
+            now,
+        )
+        return Observations(
+            now,
+            interval,
+            observations.baseline,
+            observations.candidate,
+            observations.missing_reason,
+            request,
+        )
+
+    async def _probe(self, spec: RolloutSpec, namespace: str, name: str) -> GateResult | None:
+        """The probe's result once both arms have a ready pod; None while they start."""
+        if not spec.analysis.probe.enabled:
+            return None
+        ready = await asyncio.to_thread(self._arms_ready, namespace, name)
+        if not ready:
+            return None
+        baseline = self.endpoints(namespace, service_name(name, "baseline"))
+        candidate = self.endpoints(namespace, service_name(name, "candidate"))
+        if not baseline or not candidate:
+            return None
+        outcome = await run_probe(
+            baseline[0],
+            candidate[0],
+            spec.model.name,
+            rows=spec.analysis.probe.rows,
+            max_abs_error=spec.analysis.probe.max_abs_error,
+            timeout_s=self.probe_timeout_seconds,
+        )
+        return outcome if isinstance(outcome, GateResult) else outcome.result
+
+    def _arms_ready(self, namespace: str, name: str) -> bool:
+        for arm in ("baseline", "candidate"):
+            live = self.kube.get("apps/v1", "Deployment", namespace, deployment_name(name, arm))
+            if live is None or not _deployment_ready(live):
+                return False
+        return True
+
+    # -- act ---------------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        owner: OwnerRef,
+        spec: RolloutSpec,
+        status: RolloutStatus,
+        repositories: ArmRepositories,
+    ) -> World:
+        desired = desired_resources(owner, spec, status, repositories)
+        for obj in desired:
+            self.kube.apply(obj)
+        existing = [
+            obj
+            for api_version, kind in OWNED_KINDS
+            for obj in self.kube.list(
+                api_version, kind, owner.namespace, owned_selector(owner.name)
+            )
+        ]
+        for stale in stale_objects(owner, existing, desired):
+            self.kube.delete(
+                str(stale["apiVersion"]),
+                str(stale["kind"]),
+                owner.namespace,
+                str((stale.get("metadata") or {})["name"]),
+            )
+        if spec.traffic.mode == "HTTPRoute" and spec.traffic.http_route_name is not None:
+            route_name = spec.traffic.http_route_name
+            route: Mapping[str, Any] | None = self.kube.get(*HTTPROUTE, owner.namespace, route_name)
+            if route is None:
+                return World(
+                    False,
+                    Reason.ROUTE_MISSING,
+                    f"spec.traffic.httpRouteName: HTTPRoute {owner.namespace}/{route_name} "
+                    "not found",
+                )
+            patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
+            if needs_apply(patch, route):
+                self.kube.merge_patch(*HTTPROUTE, owner.namespace, route_name, patch)
+        waiting = [
+            obj["metadata"]["name"]
+            for obj in desired
+            if obj["kind"] == "Deployment"
+            and not _deployment_ready(
+                self.kube.get("apps/v1", "Deployment", owner.namespace, obj["metadata"]["name"])
+                or {},
+                int(obj["spec"]["replicas"]),
+            )
+        ]
+        if waiting:
+            return World(False, Reason.WAITING_FOR_PODS, f"waiting for {', '.join(waiting)}")
+        return World(True, Reason.RESOURCES_READY, "every owned resource is applied and ready")
+
+    # -- record ------------------------------------------------------------------------------
+
+    def _not_ready(
+        self, raw_status: Mapping[str, Any], reason: Reason, message: str, generation: int | None
+    ) -> TickResult:
+        """The spec cannot be acted on: say why in the Ready condition, touch nothing else."""
+        try:
+            status = parse_status(raw_status)
+        except SpecError:
+            status = RolloutStatus()
+        previous = status.condition(ConditionType.READY.value)
+        conditions = set_condition(
+            status.conditions,
+            ConditionType.READY,
+            False,
+            reason,
+            message,
+            self.clock(),
+            generation,
+        )
+        events: tuple[EmitEvent, ...] = ()
+        if previous is None or previous.message != message:
+            events = (EmitEvent("Warning", reason.value, message),)
+        status = status.model_copy(update={"conditions": conditions})
+        return TickResult(_status_patch(raw_status, status), events)
+
+
+def _deployment_ready(live: Mapping[str, Any], replicas: int | None = None) -> bool:
+    spec_replicas = (
+        replicas if replicas is not None else (live.get("spec") or {}).get("replicas", 1)
+    )
+    observed = live.get("status") or {}
+    ready = int(observed.get("readyReplicas") or 0)
+    if spec_replicas == 0:
+        return True
+    return ready >= max(int(spec_replicas), 1)
+
+
+def _request(
+    metadata: Mapping[str, Any], status: RolloutStatus
+) -> tuple[ManualRequest | None, str | None]:
+    value = (metadata.get("annotations") or {}).get(REQUEST_ANNOTATION)
+    if not isinstance(value, str) or not value.strip():
+        return None, None
+    try:
+        request = parse_request(value)
+    except ValueError as error:
+        if status.handled_request == value:
+            return None, None
+        return None, f"annotation {REQUEST_ANNOTATION}: {error}"
+    return (None, None) if request.id == status.handled_request else (request, None)
+
+
+def _status_patch(old: Mapping[str, Any], status: RolloutStatus) -> dict[str, Any]:
+    """A merge patch from ``old`` to ``status``: fields that went away are nulled."""
+    new = status.to_dict()
+    known = set(RolloutStatus.model_fields) | {
+        f.alias for f in RolloutStatus.model_fields.values() if f.alias
+    }
+    for key in old:
+        if key not in new and key in known:
+            new[key] = None
+    return new

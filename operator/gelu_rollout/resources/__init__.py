@@ -1,0 +1,1 @@
+"""Kubernetes objects the operator owns, rendered from a rollout by pure functions."""

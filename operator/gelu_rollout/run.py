@@ -1,0 +1,102 @@
+"""Start the operator: wire the adapters into a controller and run Kopf."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from kubernetes import client as k8s
+
+from gelu_rollout.adapters.kube import KubeClient, api_client
+from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
+from gelu_rollout.controller import Controller, EndpointResolver, cluster_dns
+from gelu_rollout.handlers import build_registry
+from gelu_rollout.metrics import OperatorMetrics
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    prometheus_url: str
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means the whole cluster."""
+    tick_seconds: float = 5.0
+    scrape_interval_seconds: float = 15.0
+    prometheus_timeout_seconds: float = 5.0
+    metrics_port: int | None = 8080
+    liveness_port: int | None = 8081
+    bind_address: str = "0.0.0.0"  # the ports of the operator's pod
+    peering: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _login(configuration: k8s.Configuration) -> Any:
+    """A Kopf login handler for the same cluster the Kubernetes adapter talks to."""
+
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        token = configuration.api_key.get("authorization") or configuration.api_key.get(
+            "BearerToken"
+        )
+        if token and token.lower().startswith("bearer "):
+            token = token[len("bearer ") :]
+        return kopf.ConnectionInfo(
+            server=configuration.host,
+            ca_path=configuration.ssl_ca_cert,
+            insecure=not configuration.verify_ssl,
+            token=token or None,
+            certificate_path=configuration.cert_file,
+            private_key_path=configuration.key_file,
+            default_namespace="default",
+        )
+
+    return login
+
+
+async def run_operator(
+    config: OperatorConfig,
+    *,
+    endpoints: EndpointResolver = cluster_dns,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+    metrics: OperatorMetrics | None = None,
+) -> None:
+    """Run until ``stop_flag`` is set (or the process is signalled)."""
+    client = api_client(config.kubeconfig, config.context)
+    metrics = metrics or OperatorMetrics()
+    if config.metrics_port is not None:
+        metrics.serve(config.metrics_port, config.bind_address)
+    with PrometheusObserver(
+        config.prometheus_url,
+        config.prometheus_timeout_seconds,
+        scrape_interval_seconds=config.scrape_interval_seconds,
+    ) as observer:
+        controller = Controller(KubeClient(client), observer, endpoints, metrics)
+        registry = build_registry(
+            controller, tick_seconds=config.tick_seconds, login=_login(client.configuration)
+        )
+        liveness = (
+            f"http://{config.bind_address}:{config.liveness_port}/healthz"
+            if config.liveness_port is not None
+            else None
+        )
+        await kopf.operator(
+            registry=registry,
+            clusterwide=not config.namespaces,
+            namespaces=list(config.namespaces),
+            standalone=not config.peering,
+            liveness_endpoint=liveness,
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
