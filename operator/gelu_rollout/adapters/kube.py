@@ -25,6 +25,8 @@ PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
 }
 MERGE_PATCH: Final = "application/merge-patch+json"
+ATOMIC_MAPS: Final[Mapping[str, tuple[str, ...]]] = {"Service": ("spec", "selector")}
+"""Maps the operator owns whole: a key it no longer wants must go, not linger under a merge."""
 
 
 class KubeError(RuntimeError):
@@ -139,10 +141,39 @@ class KubeClient:
         if live is None:
             self.create(obj)
             return "created"
-        if not needs_apply(obj, live):
+        patch = _with_removals(obj, live)
+        if not needs_apply(patch, live) and patch == obj:
             return "unchanged"
-        self.merge_patch(api_version, kind, namespace, name, obj)
+        self.merge_patch(api_version, kind, namespace, name, patch)
         return "patched"
+
+
+def _dig(obj: Mapping[str, Any], path: tuple[str, ...]) -> Mapping[str, Any] | None:
+    for key in path:
+        value = obj.get(key)
+        if not isinstance(value, Mapping):
+            return None
+        obj = value
+    return obj
+
+
+def _with_removals(desired: Mapping[str, Any], live: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``desired`` as a merge patch that also deletes the keys of its atomic maps that ``live``
+    has and ``desired`` does not (a merge patch deletes only keys set to null)."""
+    path = ATOMIC_MAPS.get(str(desired.get("kind")))
+    wanted, current = (_dig(desired, path), _dig(live, path)) if path else (None, None)
+    if path is None or wanted is None or current is None:
+        return desired
+    extra = {key: None for key in current if key not in wanted}
+    if not extra:
+        return desired
+    patch = json.loads(json.dumps(desired))
+    target = patch
+    for key in path:
+        target = target[key]
+    target.update(extra)
+    result: Mapping[str, Any] = patch
+    return result
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:

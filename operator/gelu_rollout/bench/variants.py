@@ -4,6 +4,10 @@ Per variant: accuracy against the float64 exact block (a fixed grid and N(0, 3²
 its output histogram against the served ``exact`` variant, non-finite outputs on extreme rows,
 server-side P50/P99 at batch 1 (Triton's latency summaries) and throughput at batch 64, with
 latency and throughput also given as ratios to ``exact`` measured in the same run.
+
+The variants are timed interleaved (batch-1 requests round-robin over the models, batch-64
+throughput in rounds that visit every model), so that a change in the machine's load during the
+run affects every variant alike rather than whichever was being measured at the time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ GRID_ROWS: Final = 64
 NORMAL_ROWS: Final = 4096
 NORMAL_SEED: Final = 11
 WARMUP_REQUESTS: Final = 20
+THROUGHPUT_ROUNDS: Final = 5
 
 
 def model_name(variant: str) -> str:
@@ -90,15 +95,24 @@ def summary_quantiles(metrics_text: str, model: str) -> dict[str, float]:
     return quantiles
 
 
+def _rotated(items: list[str], shift: int) -> list[str]:
+    k = shift % len(items)
+    return items[k:] + items[:k]
+
+
 async def _latency_batch1(
-    client: triton_http.InferenceServerClient, model: str, requests: int
+    client: triton_http.InferenceServerClient, models: list[str], requests: int
 ) -> None:
+    """``requests`` batch-1 requests to every model, interleaved: request i goes to each model
+    (in a rotated order) before request i + 1 goes to any, so that a change in the machine's
+    load during the run touches every model's latency alike."""
     rows = np.random.default_rng(3).normal(0.0, 1.0, (requests, INPUTS)).astype(np.float32)
-    for row in rows:
-        await infer(client, model, row[None, :])
+    for i, row in enumerate(rows):
+        for model in _rotated(models, i):
+            await infer(client, model, row[None, :])
 
 
-async def _throughput_batch64(
+async def _rows_per_second(
     client: triton_http.InferenceServerClient, model: str, requests: int, concurrency: int
 ) -> float:
     batch = np.random.default_rng(4).normal(0.0, 1.0, (64, INPUTS)).astype(np.float32)
@@ -113,6 +127,24 @@ async def _throughput_batch64(
     return requests * 64 / (time.perf_counter() - started)
 
 
+async def _throughput_batch64(
+    client: triton_http.InferenceServerClient,
+    models: list[str],
+    requests: int,
+    concurrency: int,
+    progress: Callable[[str], None],
+) -> dict[str, float]:
+    """Rows per second at batch 64, per model: the median of THROUGHPUT_ROUNDS rounds, each
+    measuring every model in turn (in a rotated order) on its share of ``requests``."""
+    per_round = max(requests // THROUGHPUT_ROUNDS, concurrency)
+    rates: dict[str, list[float]] = {model: [] for model in models}
+    for round_ in range(THROUGHPUT_ROUNDS):
+        progress(f"throughput at batch 64, round {round_ + 1} of {THROUGHPUT_ROUNDS}")
+        for model in _rotated(models, round_):
+            rates[model].append(await _rows_per_second(client, model, per_round, concurrency))
+    return {model: float(np.median(r)) for model, r in rates.items()}
+
+
 async def _measure(
     server: TritonServer,
     *,
@@ -125,26 +157,30 @@ async def _measure(
     normal = normal_inputs()
     extreme = probe_inputs(1).extreme
     grid_ref, normal_ref = reference_outputs(grid), reference_outputs(normal)
+    models = [model_name(variant) for variant in CATALOG]
     client = triton_http.InferenceServerClient(server.http_url)
     raw: dict[str, dict[str, Any]] = {}
     try:
-        for variant in CATALOG:
-            model = model_name(variant)
-            progress(f"measuring {variant}")
-            # Warm-up: the model's first requests are slow (about 20 ms for the very first).
-            # Triton's summary keeps them, so they are few beside the measured requests.
-            await _latency_batch1(client, model, WARMUP_REQUESTS)
-            await _latency_batch1(client, model, requests_batch1)
-            quantiles = summary_quantiles(server.metrics_text(), model)
-            throughput = await _throughput_batch64(client, model, requests_batch64, concurrency)
-            served_normal = await infer(client, model, normal)
+        # Warm-up: a model's first requests are slow (about 20 ms for the very first).
+        # Triton's summary keeps them, so they are kept few beside the measured requests.
+        progress("warming up")
+        await _latency_batch1(client, models, WARMUP_REQUESTS)
+        progress("latency at batch 1, every variant in turn")
+        await _latency_batch1(client, models, requests_batch1)
+        metrics = server.metrics_text()
+        throughput = await _throughput_batch64(
+            client, models, requests_batch64, concurrency, progress
+        )
+        for variant, model in zip(CATALOG, models, strict=True):
+            progress(f"accuracy of {variant}")
+            quantiles = summary_quantiles(metrics, model)
             raw[variant] = {
                 "grid": await infer(client, model, grid),
-                "normal": served_normal,
+                "normal": await infer(client, model, normal),
                 "extreme": await infer(client, model, extreme),
                 "p50": quantiles.get("0.5", float("nan")),
                 "p99": quantiles.get("0.99", float("nan")),
-                "throughput": throughput,
+                "throughput": throughput[model],
             }
     finally:
         await client.close()
@@ -198,6 +234,7 @@ def benchmark_variants(
             "requests_batch1": requests_batch1,
             "requests_batch64": requests_batch64,
             "concurrency_batch64": concurrency,
+            "rounds_batch64": THROUGHPUT_ROUNDS,
             "normal_rows": NORMAL_ROWS,
             "grid": f"{GRID_ROWS * INPUTS} points over [-{GRID_LIMIT:g}, {GRID_LIMIT:g}]",
         },

@@ -122,6 +122,7 @@ def print_variants_report(report: dict[str, Any], console: Console) -> None:
         "max |err| grid",
         "max |err| N(0,3²)",
         f"KL vs {base}",
+        "non-finite N(0,3²)",
         "non-finite extreme",
         "P50 ms b1",
         "P99 ms b1",
@@ -136,6 +137,7 @@ def print_variants_report(report: dict[str, Any], console: Console) -> None:
             f"{v['max_abs_error_grid']:.3g}",
             f"{v['max_abs_error']:.3g}",
             f"{v['kl_vs_exact']:.2g}",
+            Text(str(v["nonfinite_normal"]), style="bold red" if v["nonfinite_normal"] else ""),
             Text(str(v["nonfinite_extreme"]), style="bold red" if v["nonfinite_extreme"] else ""),
             f"{v['p50_ms_batch1']:.3f}",
             f"{v['p99_ms_batch1']:.3f}",
@@ -148,6 +150,7 @@ def print_variants_report(report: dict[str, Any], console: Console) -> None:
     console.print(
         f"batch 1: {settings['requests_batch1']} requests per variant; batch 64: "
         f"{settings['requests_batch64']} requests at concurrency "
-        f"{settings['concurrency_batch64']}; "
-        f"accuracy on {settings['normal_rows']} N(0, 3²) rows and a grid of {settings['grid']}."
+        f"{settings['concurrency_batch64']} (median of {settings['rounds_batch64']} rounds); "
+        f"accuracy on {settings['normal_rows']} N(0, 3²) rows and a grid of {settings['grid']}; "
+        "max |err| is over the finite outputs, the others are counted as non-finite."
     )

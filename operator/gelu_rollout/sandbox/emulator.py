@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import collections.abc
 import contextlib
 import copy
 import dataclasses
@@ -43,7 +44,7 @@ import jsonpointer
 import kmock
 import yaml
 
-# kmock exports no name for a response with a status of its own (201 for a creation).
+# kmock does not export its Response: a payload with a status or headers of its own.
 from kmock._internal.rendering import Response
 
 from gelu_rollout.spec import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
@@ -386,6 +387,9 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         super().__attrs_post_init__()
         # kmock guesses no action for PUT; its answer is the outcome computed in _handle().
         self.fallback[kmock.method.PUT] << self._serve_outcome
+        # Ahead of kmock's own watch reaction, which streams as application/octet-stream:
+        # kubectl decodes no such stream.
+        (self.fallback**1)[kmock.action.WATCH] << self._serve_json_watch
 
     # -- public helpers for sandbox code that runs in the same process ---------------------
 
@@ -462,7 +466,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     async def _serve_fetch(self, request: kmock.Request) -> kmock.Payload:
         info = self._declared(request.resource)
         assert request.resource is not None  # checked by _declared()
-        if request.subresource not in (None, "status"):
+        if request.subresource is not None and request.subresource not in info.subresources:
             raise _not_found(request.resource, request.name)
         namespace = request.namespace if info.namespaced else None
         found = self._live(request.resource, namespace, request.name or "")
@@ -490,6 +494,11 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             "metadata": {"resourceVersion": revision},
             "items": items,
         }
+
+    def _serve_json_watch(self, request: kmock.Request) -> kmock.Payload:
+        return Response(
+            headers={"Content-Type": "application/json"}, payload=self._serve_watch(request)
+        )
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[kmock.Payload]:
         self._declared(request.resource)  # a 404 now, before the stream starts
@@ -525,6 +534,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     for logged in self._event_log
                     if logged.revision > int(since) and logged.resource == resource
                 ]
+        events = bus.stream(since=mark)
         try:
             if expired:
                 yield {
@@ -542,7 +552,6 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             for event in backlog:
                 if wanted(event):
                     yield event
-            events = aiter(bus.stream(since=mark))
             while True:
                 try:
                     async with asyncio.timeout_at(deadline):
@@ -552,6 +561,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 if wanted(event):
                     yield event
         finally:
+            if isinstance(events, collections.abc.AsyncGenerator):
+                await events.aclose()
             await bus.unmark(mark)
 
     async def _serve_version(self, request: kmock.Request) -> kmock.Payload:
@@ -618,33 +629,25 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             and content_type not in ("", "application/json")
         ):
             raise _error(415, "UnsupportedMediaType", f"only JSON is served, not {content_type!r}")
+        # Of the subresources, only status is served (a declared scale or finalize is not).
         if subresource is not None and (
             subresource != "status" or subresource not in info.subresources
         ):
             raise _not_found(resource, name)
         async with self._lock:
             if method == kmock.method.POST and name is None:
-                if info.namespaced and namespace is None:
-                    raise _error(405, "MethodNotAllowed", "create needs a namespace in the path")
                 outcome = 201, await self._create(resource, info, namespace, request.data)
-            elif method == kmock.method.PATCH and name is not None:
+            elif method in (kmock.method.PATCH, kmock.method.PUT) and name is not None:
                 current = self._require_live(resource, namespace, name)
-                patched = self._apply_patch(resource, current, request)
-                outcome = (
-                    200,
-                    await self._commit(
-                        resource, info, current, patched, status_only=bool(subresource)
-                    ),
+                if method == kmock.method.PATCH:
+                    candidate = self._apply_patch(resource, current, request)
+                else:
+                    candidate = _require_object(request.data)
+                status_only = subresource == "status"
+                updated = await self._commit(
+                    resource, info, current, candidate, status_only=status_only
                 )
-            elif method == kmock.method.PUT and name is not None:
-                current = self._require_live(resource, namespace, name)
-                body = _require_object(request.data)
-                outcome = (
-                    200,
-                    await self._commit(
-                        resource, info, current, body, status_only=bool(subresource)
-                    ),
-                )
+                outcome = 200, updated
             elif method == kmock.method.DELETE and name is not None and subresource is None:
                 current = self._require_live(resource, namespace, name)
                 options = request.data if isinstance(request.data, dict) else {}
@@ -686,6 +689,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     async def _create(
         self, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None, data: Any
     ) -> JsonObject:
+        if info.namespaced and namespace is None:
+            raise _error(405, "MethodNotAllowed", "a namespaced object is created in a namespace")
         obj = copy.deepcopy(_require_object(data))
         meta = obj["metadata"] = _metadata(obj)
         if meta.get("resourceVersion"):
@@ -790,10 +795,9 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     "no new finalizers can be added if the object is being deleted",
                 )
 
+        # A write that changes nothing is no write: the same resourceVersion, and no event.
         if updated == current:
-            return (
-                current  # a write that changes nothing is no write: same resourceVersion, no event
-            )
+            return current
         meta = updated["metadata"]
         if self._generation_part(updated, info) != self._generation_part(current, info):
             meta["generation"] = int(current_meta.get("generation", 0)) + 1
@@ -1009,7 +1013,8 @@ async def serve_emulator(
         emulator.resources[key] = info
     async with emulator:
         for namespace in namespaces:
-            await emulator.create_object(NAMESPACES, {"metadata": {"name": namespace}})
+            if emulator.get_object(NAMESPACES, None, namespace) is None:
+                await emulator.create_object(NAMESPACES, {"metadata": {"name": namespace}})
         # handler_cancellation: a watch ends when its client goes away, not at its next event.
         server = aiohttp.web.Server(emulator, handler_cancellation=True)
         # A short shutdown: open watches would otherwise hold the exit for a minute.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,8 +32,15 @@ SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")
 SETUP_HINT: Final = "run `make setup` (it installs the sandbox extra and Debian's python3-numpy)"
 LOOPBACK: Final = "127.0.0.1"
 START_ATTEMPTS: Final = 3
+# How long tritonserver waits on SIGTERM for open client connections and model unloading.
+EXIT_TIMEOUT_S: Final = 3
+SHARED_MEMORY: Final = Path("/dev/shm")
 _ports_lock = threading.Lock()
 _ports_handed_out: set[int] = set()
+# Triton's log lines are glog's: severity letter, date, time. "E" is an error.
+_ERROR_LINE: Final = re.compile(r"^E\d{4} ")
+# Errors every CPU-only start logs.
+_BENIGN_ERRORS: Final = ("CudaDriverHelper has not been initialized",)
 # Loopback requests must not go through an HTTP proxy set in the environment.
 _DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -151,10 +159,13 @@ class TritonServer:
         self.install = install
         self.ready_timeout_s = ready_timeout_s
         self._workdir: Path | None = None
+        self._given_log_path = log_path
         self._log_path = log_path
+        self._log_start = 0  # where the current attempt's output begins in the log
         self._process: subprocess.Popen[bytes] | None = None
         self.ports: TritonPorts | None = None
         self._held_ports: TritonPorts | None = None
+        self._shm_prefix = ""
 
     @property
     def http_url(self) -> str:
@@ -188,16 +199,16 @@ class TritonServer:
     def start(self) -> Self:
         install = self.install or find_triton()
         self._workdir = Path(tempfile.mkdtemp(prefix="gelu-triton-"))
+        self._shm_prefix = f"{self._workdir.name}-shm-"
         try:
             backends = lay_out_backends(install, self._workdir / "backends")
-            if self._log_path is None:
-                self._log_path = self._workdir / "tritonserver.log"
+            self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
             env = dict(os.environ)
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
             )
             for attempt in range(1, START_ATTEMPTS + 1):
-                log_offset = self._log_path.stat().st_size if self._log_path.exists() else 0
+                self._log_start = self._log_path.stat().st_size if self._log_path.exists() else 0
                 self.ports = self._held_ports = TritonPorts.pick()
                 self._process = start_process(
                     self._arguments(install, backends, self.ports), env=env, log_path=self._log_path
@@ -208,7 +219,7 @@ class TritonServer:
                 except TritonStartError:
                     # Another process took a port between pick() and the server's bind:
                     # pick again (the kernel's choice is only a hint).
-                    if attempt == START_ATTEMPTS or not self._lost_port_race(log_offset):
+                    if attempt == START_ATTEMPTS or not self._lost_port_race():
                         raise
                     stop_process(self._process)
                     self._process = None
@@ -231,15 +242,22 @@ class TritonServer:
             f"--metrics-port={ports.metrics}",
             "--metrics-config=summary_latencies=true",
             "--allow-gpu-metrics=false",
-            "--exit-timeout-secs=5",
+            f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
+            f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
 
-    def _lost_port_race(self, log_offset: int) -> bool:
-        if self._process is None or self._process.poll() is None or self._log_path is None:
+    def _lost_port_race(self) -> bool:
+        if self._process is None or self._process.poll() is None:
             return False
+        return "already in use" in self._log_text()
+
+    def _log_text(self) -> str:
+        """What the server logged since it was last started (a given log may hold more)."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
         with self._log_path.open("rb") as log:
-            log.seek(log_offset)
-            return b"already in use" in log.read()
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def _wait_ready(self) -> None:
         assert self._process is not None
@@ -268,16 +286,31 @@ class TritonServer:
             text: str = response.read().decode()
             return text
 
-    def log_tail(self, lines: int = 30) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return "(no log)"
-        return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
+    def log_tail(self, lines: int = 8) -> str:
+        """The server's error lines and its last ``lines`` lines (what a start failure says).
+
+        Triton prints its model and option tables after the errors that stopped it, so the
+        plain tail of the log rarely shows why a model failed to load.
+        """
+        text = self._log_text().splitlines()
+        errors = [
+            line
+            for line in text
+            if _ERROR_LINE.match(line) and not any(benign in line for benign in _BENIGN_ERRORS)
+        ]
+        tail = text[-lines:]
+        return "\n".join([*(e for e in errors if e not in tail), *tail]) or "(no log)"
 
     def stop(self) -> None:
         if self._process is not None:
             stop_process(self._process, timeout_s=10.0)
             self._process = None
         self._release_ports()
+        # The Python backend's shared-memory regions outlive a server that did not unload its
+        # models (it gives up after the exit timeout while clients keep connections open).
+        if self._shm_prefix:
+            for region in SHARED_MEMORY.glob(f"{self._shm_prefix}*"):
+                region.unlink(missing_ok=True)
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None

@@ -1,0 +1,155 @@
+"""The whole local stack in one place: API emulator, Prometheus, pod runner, operator, traffic.
+
+Used by the end-to-end tests and the demo. Everything binds to loopback, lives in one
+temporary folder, and is stopped (processes and files) when the context exits, whatever
+happened inside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gelu_rollout.resources.crd import render_crd
+from gelu_rollout.run import OperatorConfig, run_operator
+from gelu_rollout.sandbox.emulator import EmulatorServer, serve_emulator
+from gelu_rollout.sandbox.pods import PodRunner
+from gelu_rollout.sandbox.prometheus import PrometheusServer
+from gelu_rollout.spec.resource import PLURAL
+
+SCRAPE_INTERVAL_SECONDS = 1.0
+TICK_SECONDS = 1.0
+
+
+class KubectlError(RuntimeError):
+    pass
+
+
+@dataclass
+class Sandbox:
+    """A running stack; ``kubectl`` talks to its API through a kubeconfig in ``workdir``."""
+
+    workdir: Path
+    api: EmulatorServer
+    prometheus: PrometheusServer
+    pods: PodRunner
+    kubeconfig: Path
+    stop_operator: Callable[[], None]
+
+    async def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """Run the real kubectl against the sandbox; raise with its stderr on failure."""
+        command = ["kubectl", "--kubeconfig", str(self.kubeconfig), *args]
+        done = await asyncio.to_thread(
+            subprocess.run, command, input=stdin, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise KubectlError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    async def apply(self, manifest: str | Path) -> str:
+        """``kubectl apply`` a file, or manifest text."""
+        if isinstance(manifest, Path):
+            return await self.kubectl("apply", "--validate=false", "-f", str(manifest))
+        return await self.kubectl("apply", "--validate=false", "-f", "-", stdin=manifest)
+
+    async def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(
+            await self.kubectl("get", kind, name, "-n", namespace, "-o", "json")
+        )
+        return result
+
+    async def rollout(self, name: str, namespace: str = "default") -> dict[str, Any]:
+        return await self.get(PLURAL, name, namespace)
+
+    async def wait_for(
+        self,
+        name: str,
+        until: Callable[[Mapping[str, Any]], bool],
+        *,
+        timeout_s: float,
+        namespace: str = "default",
+        poll_s: float = 0.5,
+    ) -> dict[str, Any]:
+        """Poll the rollout until ``until(rollout)``; TimeoutError with its last status."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        last: dict[str, Any] = {}
+        while loop.time() < deadline:
+            with contextlib.suppress(KubectlError):
+                last = await self.rollout(name, namespace)
+                if until(last):
+                    return last
+            await asyncio.sleep(poll_s)
+        status = json.dumps(last.get("status", {}), indent=1)[:4000]
+        raise TimeoutError(f"rollout {name} did not get there in {timeout_s:g}s; status:\n{status}")
+
+    async def events(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
+        """Events about the rollout, oldest first."""
+        listed = json.loads(await self.kubectl("get", "events", "-n", namespace, "-o", "json"))
+        items: list[dict[str, Any]] = [
+            e for e in listed.get("items", []) if (e.get("involvedObject") or {}).get("name") == name
+        ]
+        return sorted(items, key=lambda e: int(e["metadata"].get("resourceVersion") or 0))
+
+
+@contextlib.asynccontextmanager
+async def sandbox(
+    *,
+    tick_seconds: float = TICK_SECONDS,
+    scrape_interval_seconds: float = SCRAPE_INTERVAL_SECONDS,
+    keep_logs: Path | None = None,
+) -> AsyncIterator[Sandbox]:
+    """Start the stack; on exit stop everything and remove the temporary folder."""
+    workdir = Path(tempfile.mkdtemp(prefix="gelu-sandbox-"))
+    try:
+        with PrometheusServer(scrape_interval_seconds=scrape_interval_seconds) as prometheus:
+            async with serve_emulator() as api:
+                kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
+                crd = workdir / "crd.json"
+                crd.write_text(json.dumps(render_crd()))
+                runner = PodRunner(api.url, prometheus=prometheus, log_dir=workdir / "pods")
+                await runner.start()
+                stop = asyncio.Event()
+                ready = asyncio.Event()
+                config = OperatorConfig(
+                    prometheus_url=prometheus.url,
+                    kubeconfig=str(kubeconfig),
+                    namespaces=("default",),
+                    tick_seconds=tick_seconds,
+                    scrape_interval_seconds=scrape_interval_seconds,
+                    metrics_port=None,
+                    liveness_port=None,
+                    bind_address="127.0.0.1",
+                )
+                stack = Sandbox(workdir, api, prometheus, runner, kubeconfig, stop.set)
+                try:
+                    await stack.kubectl("apply", "--validate=false", "-f", str(crd))
+                    operator = asyncio.create_task(
+                        run_operator(
+                            config,
+                            endpoints=runner.service_endpoints,
+                            stop_flag=stop,
+                            ready_flag=ready,
+                        )
+                    )
+                    try:
+                        await asyncio.wait_for(ready.wait(), 30)
+                        yield stack
+                    finally:
+                        stop.set()
+                        with contextlib.suppress(Exception):
+                            await asyncio.wait_for(operator, 30)
+                finally:
+                    await runner.stop()
+    finally:
+        if keep_logs is not None:
+            shutil.copytree(workdir, keep_logs, dirs_exist_ok=True)
+        shutil.rmtree(workdir, ignore_errors=True)

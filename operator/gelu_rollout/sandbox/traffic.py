@@ -1,0 +1,412 @@
+"""The sandbox's clients: inference requests sent through the weights the operator set.
+
+``TrafficGenerator`` sends batch-1 requests of N(0, scale²) rows (seeded) to a rollout's model
+at a steady rate, for a bounded time or count, the way clients of the rollout would reach it:
+
+- **ReplicaRatio**: through the rollout's Service ``<rollout>``, round-robin over the ready
+  pods it selects (the operator widens its selector to the candidate once its weight is above
+  0, so each arm's share is its share of the ready pods);
+- **HTTPRoute**: through the HTTPRoute that ``spec.traffic.httpRouteName`` names, as a Gateway
+  would: a backend of its first rule picked at random in proportion to the weights (seeded),
+  then a ready pod of that Service, round-robin.
+
+The rollout and its HTTPRoute are read from the API every ``refresh_interval_s``; Services are
+resolved to pods by an :data:`EndpointResolver` such as
+:meth:`gelu_rollout.sandbox.pods.PodRunner.service_pods`. Successes and failures are counted per
+arm (the ``gelu.dev/arm`` label of the pod that was sent the request); a request with nowhere to
+go (no rollout yet, no ready pod, all weights 0) is counted as unrouted and not sent.
+
+The rate is an open-loop schedule (a request every ``1 / rate`` seconds, whatever the answers'
+latency) capped at ``max_in_flight`` requests at a time; a schedule that falls behind by more
+than a second skips ahead instead of bursting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, Protocol, Self
+
+import aiohttp
+import numpy as np
+import tritonclient.http.aio as triton_http
+
+from gelu_rollout.resources.names import LABEL_ARM, service_name
+from gelu_rollout.sandbox.pods import KubeApi, namespaced_path
+from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
+from gelu_rollout.variants.catalog import INPUTS
+
+DEFAULT_RATE_PER_S: Final = 50.0
+DEFAULT_DURATION_S: Final = 60.0
+DEFAULT_REFRESH_S: Final = 1.0
+DEFAULT_MAX_IN_FLIGHT: Final = 16
+DEFAULT_REQUEST_TIMEOUT_S: Final = 5.0
+INPUT_NAME: Final = "INPUT0"
+OUTPUT_NAME: Final = "OUTPUT0"
+UNKNOWN_ARM: Final = "unknown"
+_MAX_LAG_S: Final = 1.0
+
+
+class Endpoint(Protocol):
+    """A ready pod behind a Service (``PodInfo`` is one)."""
+
+    @property
+    def http_address(self) -> str | None: ...
+
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+
+
+EndpointResolver = Callable[[str, str], Sequence[Endpoint]]
+"""``(namespace, service) -> the ready pods behind it``."""
+
+
+@dataclass(frozen=True)
+class ArmCounts:
+    """Requests sent to one arm's pods, and how they ended (the rest are in flight)."""
+
+    sent: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A Service traffic may go to, with its weight."""
+
+    namespace: str
+    service: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Where a rollout's requests go now: its model, and the weighted Services in front."""
+
+    model: str
+    backends: tuple[Backend, ...]
+
+
+def _dict(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def route_name_of(rollout: Mapping[str, Any]) -> str | None:
+    """The HTTPRoute a rollout's traffic goes through, or None in ReplicaRatio mode."""
+    traffic = _dict(_dict(rollout.get("spec")).get("traffic"))
+    if traffic.get("mode", "ReplicaRatio") != "HTTPRoute":
+        return None
+    name = traffic.get("httpRouteName")
+    return str(name) if name else None
+
+
+def routing_of(rollout: Mapping[str, Any], route: Mapping[str, Any] | None) -> Routing:
+    """The routing of a GeluModelRollout object (and its HTTPRoute, in HTTPRoute mode).
+
+    ReplicaRatio: one backend, the rollout's Service. HTTPRoute: the Service backends of the
+    route's first rule that has any (weight 1 where none is given, as the Gateway API says);
+    none while the route is missing.
+    """
+    meta, spec = _dict(rollout.get("metadata")), _dict(rollout.get("spec"))
+    namespace, name = str(meta.get("namespace", "default")), str(meta.get("name", ""))
+    model = str(_dict(spec.get("model")).get("name", ""))
+    if route_name_of(rollout) is None:
+        return Routing(model, (Backend(namespace, service_name(name)),))
+    rules = _dict(_dict(route).get("spec")).get("rules") if route is not None else None
+    for rule in rules if isinstance(rules, list) else []:
+        refs = [_dict(ref) for ref in _dict(rule).get("backendRefs") or []]
+        backends = tuple(
+            Backend(
+                str(ref.get("namespace") or namespace),
+                str(ref["name"]),
+                int(ref.get("weight", 1)),
+            )
+            for ref in refs
+            if ref.get("name")
+            and ref.get("group", "") in ("", "core")
+            and ref.get("kind", "Service") == "Service"
+        )
+        if backends:
+            return Routing(model, backends)
+    return Routing(model, ())
+
+
+def pick_backend(backends: Sequence[Backend], rng: random.Random) -> Backend | None:
+    """A backend drawn in proportion to the weights; None when every weight is 0."""
+    total = sum(max(b.weight, 0) for b in backends)
+    if total <= 0:
+        return None
+    draw = rng.uniform(0, total)
+    for backend in backends:
+        draw -= max(backend.weight, 0)
+        if draw < 0:
+            return backend
+    return [b for b in backends if b.weight > 0][-1]
+
+
+class TrafficGenerator:
+    """Requests to one rollout at ``rate_per_s``, until ``duration_s`` or ``max_requests``.
+
+    Use it as an async context manager (it stops on exit), or :meth:`start` then :meth:`wait`
+    or :meth:`stop`; :meth:`run` does all of it. ``model`` overrides the rollout's
+    ``spec.model.name``.
+    """
+
+    def __init__(
+        self,
+        api_url: str,
+        namespace: str,
+        rollout: str,
+        resolver: EndpointResolver,
+        *,
+        rate_per_s: float = DEFAULT_RATE_PER_S,
+        duration_s: float | None = DEFAULT_DURATION_S,
+        max_requests: int | None = None,
+        scale: float = 1.0,
+        seed: int = 0,
+        model: str | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        refresh_interval_s: float = DEFAULT_REFRESH_S,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+    ) -> None:
+        if rate_per_s <= 0:
+            raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
+        if duration_s is None and max_requests is None:
+            raise ValueError("give duration_s or max_requests: the traffic must end by itself")
+        self.api = KubeApi(api_url)
+        self.namespace = namespace
+        self.rollout = rollout
+        self.resolver = resolver
+        self.rate_per_s = rate_per_s
+        self.duration_s = duration_s
+        self.max_requests = max_requests
+        self.scale = scale
+        self.model = model
+        self.max_in_flight = max_in_flight
+        self.refresh_interval_s = refresh_interval_s
+        self.request_timeout_s = request_timeout_s
+        self._inputs = np.random.default_rng(seed)
+        self._choices = random.Random(seed)
+        self._routing: Routing | None = None
+        self._round_robin: dict[tuple[str, str], int] = {}
+        self._clients: dict[str, triton_http.InferenceServerClient] = {}
+        self._counts: dict[str, ArmCounts] = {}
+        self._unrouted = 0
+        self._lock = threading.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self.last_error: str | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> Self:
+        if self._task is not None:
+            raise RuntimeError("the traffic generator was started already")
+        self._task = asyncio.create_task(self._run(), name=f"traffic-{self.rollout}")
+        return self
+
+    async def wait(self) -> dict[str, ArmCounts]:
+        """Wait until the traffic ends by itself; the counts per arm."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.counts()
+
+    async def stop(self) -> dict[str, ArmCounts]:
+        """Stop now (requests in flight are abandoned, counted as neither); the counts."""
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return self.counts()
+
+    async def run(self) -> dict[str, ArmCounts]:
+        """Send all the traffic, then return the counts per arm."""
+        await self.start()
+        try:
+            return await self.wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    # -- counters --------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, ArmCounts]:
+        """Per arm (``baseline``, ``candidate``): requests sent, succeeded, failed."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def unrouted(self) -> int:
+        """Requests that had nowhere to go (not sent)."""
+        with self._lock:
+            return self._unrouted
+
+    @property
+    def routing(self) -> Routing | None:
+        """The routing last read from the API (None before the rollout is found)."""
+        return self._routing
+
+    def _count(self, arm: str, *, sent: int = 0, succeeded: int = 0, failed: int = 0) -> None:
+        with self._lock:
+            old = self._counts.get(arm, ArmCounts())
+            self._counts[arm] = ArmCounts(
+                old.sent + sent, old.succeeded + succeeded, old.failed + failed
+            )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        refresher = asyncio.create_task(self._refresh_forever())
+        try:
+            await self._refresh()
+            await self._send_all()
+        finally:
+            # Ended by itself, nothing is in flight any more; stopped, what is in flight goes.
+            pending = [refresher, *self._in_flight]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            clients, self._clients = list(self._clients.values()), {}
+            for client in clients:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            await self.api.close()
+
+    async def _send_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        deadline = start + self.duration_s if self.duration_s is not None else None
+        period = 1.0 / self.rate_per_s
+        slots = asyncio.Semaphore(self.max_in_flight)
+        next_at, sent = start, 0
+        while self.max_requests is None or sent < self.max_requests:
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                return
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+                continue
+            if now - next_at > _MAX_LAG_S:
+                next_at = now  # fell behind: skip ahead rather than burst
+            await slots.acquire()
+            task = asyncio.create_task(self._one())
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda _: slots.release())
+            sent += 1
+            next_at += period
+        await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_interval_s)
+            await self._refresh()
+
+    async def _refresh(self) -> None:
+        try:
+            path = namespaced_path(f"/apis/{GROUP}/{VERSION}", PLURAL, self.namespace, self.rollout)
+            rollout = await self.api.get(path)
+            if rollout is None:
+                self._routing = None
+                return
+            route = None
+            route_name = route_name_of(rollout)
+            if route_name is not None:
+                route = await self.api.get(
+                    namespaced_path(
+                        "/apis/gateway.networking.k8s.io/v1",
+                        "httproutes",
+                        self.namespace,
+                        route_name,
+                    )
+                )
+            self._routing = routing_of(rollout, route)
+            self.last_error = None
+        except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError) as error:
+            self.last_error = str(error)  # keep the last routing; the API may be back soon
+
+    def _pick(self) -> tuple[str, str, str] | None:
+        """(arm, http address, model) for the next request, or None: nowhere to go."""
+        routing = self._routing
+        if routing is None:
+            return None
+        backend = pick_backend(routing.backends, self._choices)
+        if backend is None:
+            return None
+        ready = [
+            (endpoint.http_address, endpoint.labels.get(LABEL_ARM, UNKNOWN_ARM))
+            for endpoint in self.resolver(backend.namespace, backend.service)
+            if endpoint.http_address
+        ]
+        if not ready:
+            return None
+        key = (backend.namespace, backend.service)
+        turn = self._round_robin.get(key, 0)
+        self._round_robin[key] = turn + 1
+        address, arm = ready[turn % len(ready)]
+        assert address is not None
+        return arm, address, self.model or routing.model
+
+    async def _one(self) -> None:
+        picked = self._pick()
+        rows = self._inputs.normal(0.0, self.scale, size=(1, INPUTS)).astype(np.float32)
+        if picked is None:
+            with self._lock:
+                self._unrouted += 1
+            return
+        arm, address, model = picked
+        self._count(arm, sent=1)
+        try:
+            async with asyncio.timeout(self.request_timeout_s):
+                client = self._client(address)
+                tensor = triton_http.InferInput(INPUT_NAME, list(rows.shape), "FP32")
+                tensor.set_data_from_numpy(rows)
+                result = await client.infer(model, [tensor])
+                output = result.as_numpy(OUTPUT_NAME)
+            ok = output is not None and output.shape == rows.shape
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ok = False
+        self._count(arm, succeeded=int(ok), failed=int(not ok))
+
+    def _client(self, address: str) -> triton_http.InferenceServerClient:
+        client = self._clients.get(address)
+        if client is None:
+            client = triton_http.InferenceServerClient(address, conn_timeout=self.request_timeout_s)
+            self._clients[address] = client
+        return client
+
+
+__all__ = [
+    "ArmCounts",
+    "Backend",
+    "Endpoint",
+    "EndpointResolver",
+    "Routing",
+    "TrafficGenerator",
+    "pick_backend",
+    "route_name_of",
+    "routing_of",
+]
