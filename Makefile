@@ -37,7 +37,7 @@ test: setup lint typecheck
 	$(BIN)/pytest
 
 bench: setup
-	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json bench-variants.json
+	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json
 
 bench-variants: setup
 	$(BIN)/gelu-rollout bench variants --json bench-variants.json

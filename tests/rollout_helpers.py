@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from gelu_rollout.analysis.verdict import GateResult
 from gelu_rollout.analysis.burn_rate import required_window_seconds
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
+from gelu_rollout.analysis.verdict import GateResult
 from gelu_rollout.rollout.decide import Decision, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
 from gelu_rollout.rollout.observations import Observations

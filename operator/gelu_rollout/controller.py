@@ -94,6 +94,8 @@ class Controller:
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     probe_timeout_seconds: float = 10.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Bad request annotations already reported, so each is an Event once, not every tick.
+    _reported: set[tuple[str, str, str]] = field(default_factory=set)
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
         started = time.monotonic()
@@ -121,7 +123,8 @@ class Controller:
             return self._not_ready(raw_status, Reason.REPOSITORY_MISSING, problem, generation)
 
         request, request_problem = _request(metadata, status)
-        if request_problem is not None:
+        if request_problem is not None and (namespace, name, request_problem) not in self._reported:
+            self._reported.add((namespace, name, request_problem))
             events.append(EmitEvent("Warning", Reason.INVALID_REQUEST.value, request_problem))
         now = self.clock()
         results: tuple[GateResult, ...] = ()

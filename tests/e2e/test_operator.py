@@ -119,7 +119,10 @@ async def test_healthy_tanh_candidate_is_promoted_through_an_httproute() -> None
                 {"variant": "tanh"},
                 mode="HTTPRoute",
                 route="gelu",
-                steps=[{"weight": 25, "analysisSeconds": 20}, {"weight": 50, "analysisSeconds": 20}],
+                steps=[
+                    {"weight": 25, "analysisSeconds": 20},
+                    {"weight": 50, "analysisSeconds": 20},
+                ],
             ),
         )
         async with traffic(stack, "tanh") as generator:
@@ -138,30 +141,44 @@ async def test_healthy_tanh_candidate_is_promoted_through_an_httproute() -> None
         assert condition(rollout, "Promoted")["reason"] == "AllStepsPassed"
         assert condition(rollout, "Ready")["status"] == "True"
         ledger = status["ledger"]
-        assert ledger[0]["gate"] == "probe" and ledger[0]["verdict"] == "Pass"
+        assert ledger[0]["gate"] == "probe"
+        assert ledger[0]["verdict"] == "Pass"
         decisive = [e for e in ledger if e["step"] == 1]
         assert {e["gate"] for e in decisive} >= {"errorRate", "divergence", "nonFinite"}
         assert all(e["verdict"] != "Fail" for e in ledger)
         # The candidate got real traffic through the route, and the route ends on the baseline.
-        assert counts["candidate"].succeeded > 0 and counts["baseline"].succeeded > 0
+        assert counts["candidate"].succeeded > 0
+        assert counts["baseline"].succeeded > 0
         route = await stack.get("httproute", "gelu")
         weights = {b["name"]: b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]}
         assert weights == {"tanh-baseline": 100, "tanh-candidate": 0}
         # Promotion: the baseline now serves the candidate's repository; the candidate is gone.
         baseline = await stack.get("deployment", "tanh-baseline")
         candidate = await stack.get("deployment", "tanh-candidate")
-        assert baseline["spec"]["template"]["metadata"]["labels"]["gelu.dev/revision"] == (
-            candidate["spec"]["template"]["metadata"]["labels"]["gelu.dev/revision"]
+        assert (
+            baseline["spec"]["template"]["metadata"]["labels"]["gelu.dev/revision"]
+            == (candidate["spec"]["template"]["metadata"]["labels"]["gelu.dev/revision"])
         )
         assert candidate["spec"]["replicas"] == 0
         reasons = await event_reasons(stack, "tanh")
         assert reasons[0] == "RolloutStarted"
-        assert "StepAdvanced" in reasons and reasons[-1] == "AllStepsPassed"
+        assert "StepAdvanced" in reasons
+        assert reasons[-1] == "AllStepsPassed"
         # Re-applying the unchanged object changes nothing.
         before = await stack.rollout("tanh")
-        await apply(stack, manifest("tanh", {"variant": "tanh"}, mode="HTTPRoute", route="gelu",
-                                    steps=[{"weight": 25, "analysisSeconds": 20},
-                                           {"weight": 50, "analysisSeconds": 20}]))
+        await apply(
+            stack,
+            manifest(
+                "tanh",
+                {"variant": "tanh"},
+                mode="HTTPRoute",
+                route="gelu",
+                steps=[
+                    {"weight": 25, "analysisSeconds": 20},
+                    {"weight": 50, "analysisSeconds": 20},
+                ],
+            ),
+        )
         await asyncio.sleep(3)
         after = await stack.rollout("tanh")
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
@@ -187,7 +204,9 @@ async def test_nan_candidate_is_rolled_back_by_the_probe_before_any_traffic() ->
         assert max(weights) == 0, "the candidate never received traffic"
         assert condition(rollout, "RolledBack")["reason"] == "ProbeFailed"
         [entry] = [e for e in status["ledger"] if e["gate"] == "probe"]
-        assert entry["verdict"] == "Fail" and entry["weight"] == 0 and entry["value"] > 0
+        assert entry["verdict"] == "Fail"
+        assert entry["weight"] == 0
+        assert entry["value"] > 0
         assert "non-finite" in entry["message"]
         assert await deployment_replicas(stack, "naive-candidate") == 0
         assert await deployment_replicas(stack, "naive-baseline") == 1
@@ -212,14 +231,18 @@ async def test_nan_candidate_without_probe_is_rolled_back_within_two_ticks_of_it
         assert status["stage"] == "RolledBack"
         assert condition(rollout, "RolledBack")["reason"] == "NonFiniteOutputs"
         failing = [e for e in status["ledger"] if e["verdict"] == "Fail"]
-        assert failing and failing[0]["gate"] == "nonFinite"
+        assert failing
+        assert failing[0]["gate"] == "nonFinite"
         looks = [e for e in status["ledger"] if e["gate"] == "nonFinite"]
         # The first non-finite output fails the gate at the tick that sees it.
         assert looks[-1]["verdict"] == "Fail"
         assert looks[-1]["value"] > 0
         started = status["startedAt"]
         print(
-            "E2E nan-live: step start", started, "to weight 0", status["finishedAt"],
+            "E2E nan-live: step start",
+            started,
+            "to weight 0",
+            status["finishedAt"],
             f"({len(looks)} nonFinite look(s))",
         )
 
@@ -255,8 +278,10 @@ async def test_error_injected_candidate_is_rolled_back_on_burn_rate() -> None:
         # The user's ConfigMap is left alone; the operator's copies are owned by the rollout.
         await stack.get("configmap", "exact-with-errors")
         print(
-            "E2E errors: traffic to candidate from", status.get("stepStartedAt"),
-            "to weight 0 at", status["finishedAt"],
+            "E2E errors: traffic to candidate from",
+            status.get("stepStartedAt"),
+            "to weight 0 at",
+            status["finishedAt"],
         )
 
 
@@ -268,9 +293,7 @@ async def test_prometheus_outage_holds_the_rollout_without_promoting() -> None:
             manifest("outage", {"variant": "tanh"}, steps=[{"weight": 50, "analysisSeconds": 20}]),
         )
         async with traffic(stack, "outage"):
-            await stack.wait_for(
-                "outage", lambda r: stage(r) == "Progressing", timeout_s=120
-            )
+            await stack.wait_for("outage", lambda r: stage(r) == "Progressing", timeout_s=120)
             stack.prometheus.stop()
             await asyncio.sleep(45)
             rollout = await stack.rollout("outage")
@@ -289,9 +312,13 @@ async def test_deleting_the_rollout_removes_what_it_owns() -> None:
         await apply(stack, manifest("gone", {"variant": "tanh"}))
         await stack.wait_for("gone", lambda r: stage(r) == "Pending", timeout_s=60)
         await asyncio.sleep(2)
-        owned = await stack.kubectl("get", "deploy,cm,svc", "-l", "gelu.dev/rollout=gone", "-o", "name")
+        owned = await stack.kubectl(
+            "get", "deploy,cm,svc", "-l", "gelu.dev/rollout=gone", "-o", "name"
+        )
         assert owned.split()
         await stack.kubectl("delete", "gelumodelrollout", "gone")
         await asyncio.sleep(2)
-        left = await stack.kubectl("get", "deploy,cm,svc", "-l", "gelu.dev/rollout=gone", "-o", "name")
+        left = await stack.kubectl(
+            "get", "deploy,cm,svc", "-l", "gelu.dev/rollout=gone", "-o", "name"
+        )
         assert left.split() == []

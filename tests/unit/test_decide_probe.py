@@ -11,7 +11,13 @@ from tests.rollout_helpers import Driver, make_spec
 
 def probe(verdict: Verdict, value: float = 0.001) -> GateResult:
     return GateResult(
-        "probe", verdict, value, 0.05, 280, 0.0, f"probe said {verdict.value}",
+        "probe",
+        verdict,
+        value,
+        0.05,
+        280,
+        0.0,
+        f"probe said {verdict.value}",
         critical=verdict is Verdict.FAIL,
     )
 
@@ -53,7 +59,8 @@ def test_failed_probe_rolls_back_before_any_traffic() -> None:
     assert Rollback() in decision.actions
     assert all(a.weight == 0 for a in decision.actions if isinstance(a, SetWeight))
     rolled = driver.status.condition("RolledBack")
-    assert rolled is not None and (rolled.status, rolled.reason) == ("True", "ProbeFailed")
+    assert rolled is not None
+    assert (rolled.status, rolled.reason) == ("True", "ProbeFailed")
     [entry] = driver.status.ledger
     assert (entry.gate, entry.verdict, entry.weight, entry.value) == ("probe", "Fail", 0, 4432.0)
     assert reasons(driver)[-1] == "ProbeFailed"
@@ -77,7 +84,8 @@ def test_inconclusive_probe_waits_then_reports_stalled_once() -> None:
         driver.tick(probe=probe(Verdict.INCONCLUSIVE))
     assert driver.status.stage is Stage.PENDING
     stalled = driver.status.condition("Stalled")
-    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "ProbeInconclusive")
+    assert stalled is not None
+    assert (stalled.status, stalled.reason) == ("True", "ProbeInconclusive")
     assert reasons(driver).count("ProbeInconclusive") == 1
     # Only the first inconclusive verdict is a ledger entry: later ones did not change.
     assert [e.verdict for e in driver.status.ledger] == ["Inconclusive"]

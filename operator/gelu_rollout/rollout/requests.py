@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-
 REQUEST_ANNOTATION = "gelu.dev/request"
 """The annotation that carries a manual request, ``KIND/ID``."""
 

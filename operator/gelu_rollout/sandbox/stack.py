@@ -95,7 +95,9 @@ class Sandbox:
         """Events about the rollout, oldest first."""
         listed = json.loads(await self.kubectl("get", "events", "-n", namespace, "-o", "json"))
         items: list[dict[str, Any]] = [
-            e for e in listed.get("items", []) if (e.get("involvedObject") or {}).get("name") == name
+            e
+            for e in listed.get("items", [])
+            if (e.get("involvedObject") or {}).get("name") == name
         ]
         return sorted(items, key=lambda e: int(e["metadata"].get("resourceVersion") or 0))
 

@@ -1,0 +1,13 @@
+# The operator's image: the package and its console script, nothing else.
+# Build: docker build -t gelu-rollout:0.1.0 .
+FROM python:3.11-slim
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+RUN pip install --no-cache-dir . && useradd --uid 10001 --no-create-home gelu
+
+USER 10001
+EXPOSE 8080 8081
+ENTRYPOINT ["gelu-rollout", "run"]
+CMD ["--prometheus-url", "http://prometheus-operated.monitoring.svc:9090"]
