@@ -40,6 +40,7 @@ from gelu_rollout.resources.names import (
     service_name,
 )
 from gelu_rollout.resources.traffic import route_backends_patch
+from gelu_rollout.resources.workloads import HTTP_PORT
 from gelu_rollout.rollout.actions import EmitEvent
 from gelu_rollout.rollout.conditions import ConditionType, Reason, set_condition
 from gelu_rollout.rollout.decide import AnalysisState, decide
@@ -52,7 +53,6 @@ from gelu_rollout.spec.status import RolloutStatus, Stage
 
 log = logging.getLogger(__name__)
 
-HTTP_PORT = 8000
 OWNED_KINDS = (("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"))
 HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 
