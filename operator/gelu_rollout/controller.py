@@ -155,7 +155,7 @@ class Controller:
             namespace,
             name,
             status.stage,
-            candidate_traffic_weight(status) if status.stage is not Stage.PROMOTED else 100,
+            status.candidate_weight,
             results,
             time.monotonic() - started,
         )
@@ -268,22 +268,18 @@ class Controller:
         repositories: ArmRepositories,
     ) -> World:
         desired = desired_resources(owner, spec, status, repositories)
-        for obj in desired:
-            self.kube.apply(obj)
-        existing = [
-            obj
+        # One list per owned kind serves the whole tick: applying, pruning, readiness.
+        existing = {
+            _key(obj): obj
             for api_version, kind in OWNED_KINDS
             for obj in self.kube.list(
                 api_version, kind, owner.namespace, owned_selector(owner.name)
             )
-        ]
-        for stale in stale_objects(owner, existing, desired):
-            self.kube.delete(
-                str(stale["apiVersion"]),
-                str(stale["kind"]),
-                owner.namespace,
-                str((stale.get("metadata") or {})["name"]),
-            )
+        }
+        for obj in desired:
+            self.kube.reconcile(obj, existing.get(_key(obj)))
+        for stale in stale_objects(owner, existing.values(), desired):
+            self.kube.delete(*_key(stale)[:2], owner.namespace, _key(stale)[2])
         if spec.traffic.mode == "HTTPRoute" and spec.traffic.http_route_name is not None:
             route_name = spec.traffic.http_route_name
             route: Mapping[str, Any] | None = self.kube.get(*HTTPROUTE, owner.namespace, route_name)
@@ -301,11 +297,7 @@ class Controller:
             obj["metadata"]["name"]
             for obj in desired
             if obj["kind"] == "Deployment"
-            and not _deployment_ready(
-                self.kube.get("apps/v1", "Deployment", owner.namespace, obj["metadata"]["name"])
-                or {},
-                int(obj["spec"]["replicas"]),
-            )
+            and not _deployment_ready(existing.get(_key(obj)) or {}, int(obj["spec"]["replicas"]))
         ]
         if waiting:
             return World(False, Reason.WAITING_FOR_PODS, f"waiting for {', '.join(waiting)}")
@@ -336,6 +328,11 @@ class Controller:
             events = (EmitEvent("Warning", reason.value, message),)
         status = status.model_copy(update={"conditions": conditions})
         return TickResult(_status_patch(raw_status, status), events)
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(apiVersion, kind, name): an owned object's identity within the rollout's namespace."""
+    return (str(obj["apiVersion"]), str(obj["kind"]), str(obj["metadata"]["name"]))
 
 
 def _deployment_ready(live: Mapping[str, Any], replicas: int | None = None) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -32,7 +32,6 @@ class OperatorConfig:
     liveness_port: int | None = 8081
     bind_address: str = "0.0.0.0"  # the ports of the operator's pod
     peering: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _login(configuration: k8s.Configuration) -> Any:

@@ -112,19 +112,14 @@ async def test_healthy_tanh_candidate_is_promoted_through_an_httproute() -> None
                 "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": []}]},
             },
         )
-        await apply(
-            stack,
-            manifest(
-                "tanh",
-                {"variant": "tanh"},
-                mode="HTTPRoute",
-                route="gelu",
-                steps=[
-                    {"weight": 25, "analysisSeconds": 20},
-                    {"weight": 50, "analysisSeconds": 20},
-                ],
-            ),
+        rollout_manifest = manifest(
+            "tanh",
+            {"variant": "tanh"},
+            mode="HTTPRoute",
+            route="gelu",
+            steps=[{"weight": 25, "analysisSeconds": 20}, {"weight": 50, "analysisSeconds": 20}],
         )
+        await apply(stack, rollout_manifest)
         async with traffic(stack, "tanh") as generator:
             seen_weights: set[int] = set()
 
@@ -166,19 +161,7 @@ async def test_healthy_tanh_candidate_is_promoted_through_an_httproute() -> None
         assert reasons[-1] == "AllStepsPassed"
         # Re-applying the unchanged object changes nothing.
         before = await stack.rollout("tanh")
-        await apply(
-            stack,
-            manifest(
-                "tanh",
-                {"variant": "tanh"},
-                mode="HTTPRoute",
-                route="gelu",
-                steps=[
-                    {"weight": 25, "analysisSeconds": 20},
-                    {"weight": 50, "analysisSeconds": 20},
-                ],
-            ),
-        )
+        await apply(stack, rollout_manifest)
         await asyncio.sleep(3)
         after = await stack.rollout("tanh")
         assert after["metadata"]["generation"] == before["metadata"]["generation"]
@@ -223,9 +206,8 @@ async def test_nan_candidate_without_probe_is_rolled_back_within_two_ticks_of_it
         body = manifest("naive-live", {"variant": "tanh-fp16-naive"})
         body["spec"]["analysis"]["probe"] = {"enabled": False}
         await apply(stack, body)
-        async with traffic(stack, "naive-live") as generator:
-            generator_scale = generator  # traffic at N(0, 1): a NaN every few hundred rows
-            del generator_scale
+        # Traffic at N(0, 1): the naive variant's NaN shows up every few hundred rows.
+        async with traffic(stack, "naive-live"):
             rollout = await stack.wait_for("naive-live", finished, timeout_s=180)
         status = rollout["status"]
         assert status["stage"] == "RolledBack"

@@ -19,11 +19,11 @@ import tritonclient.http.aio as triton_http
 
 from gelu_rollout.resources.names import LABEL_ARM, LABEL_REVISION, OwnerRef
 from gelu_rollout.resources.workloads import render_config_map, render_deployment
+from gelu_rollout.sandbox.api import KubeApi
 from gelu_rollout.sandbox.emulator import EmulatorServer, serve_emulator
 from gelu_rollout.sandbox.pods import (
     ANNOTATION_HTTP,
     ANNOTATION_METRICS,
-    KubeApi,
     PodCounts,
     PodInfo,
     PodRunner,

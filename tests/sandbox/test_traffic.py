@@ -17,8 +17,9 @@ import pytest_asyncio
 
 from gelu_rollout.resources.names import OwnerRef
 from gelu_rollout.resources.traffic import render_service, route_backends_patch
+from gelu_rollout.sandbox.api import KubeApi
 from gelu_rollout.sandbox.emulator import serve_emulator
-from gelu_rollout.sandbox.pods import KubeApi, PodInfo, PodRunner
+from gelu_rollout.sandbox.pods import PodInfo, PodRunner
 from gelu_rollout.sandbox.traffic import (
     ArmCounts,
     Backend,

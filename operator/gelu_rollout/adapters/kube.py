@@ -137,10 +137,23 @@ class KubeClient:
     def apply(self, obj: Mapping[str, Any]) -> Literal["created", "patched", "unchanged"]:
         """Make the live object cover ``obj``: create it, patch it, or leave it alone."""
         api_version, kind, namespace, name = _identity(obj)
-        live = self.get(api_version, kind, namespace, name)
+        return self.reconcile(obj, self.get(api_version, kind, namespace, name))
+
+    def reconcile(
+        self, obj: Mapping[str, Any], live: Mapping[str, Any] | None
+    ) -> Literal["created", "patched", "unchanged"]:
+        """:meth:`apply` against a live object the caller has already read (None: absent)."""
+        api_version, kind, namespace, name = _identity(obj)
         if live is None:
-            self.create(obj)
-            return "created"
+            try:
+                self.create(obj)
+                return "created"
+            except KubeError as error:
+                if error.status != 409:  # created since it was read: compare with it
+                    raise
+            live = self.get(api_version, kind, namespace, name)
+            if live is None:
+                raise KubeError(409, f"{kind} {namespace}/{name} exists and is gone again")
         patch = _with_removals(obj, live)
         if not needs_apply(patch, live) and patch == obj:
             return "unchanged"

@@ -13,7 +13,6 @@ run affects every variant alike rather than whichever was being measured at the 
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from typing import Any, Final
 
 import numpy as np
 import tritonclient.http.aio as triton_http
+from prometheus_client.parser import text_string_to_metric_families
 
 from gelu_rollout.adapters.triton import infer
 from gelu_rollout.analysis.divergence import kl_divergence
@@ -80,19 +80,16 @@ def _nonfinite(values: np.ndarray[Any, Any]) -> int:
     return int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
-_SUMMARY = re.compile(
-    r"^nv_inference_request_summary_us\{(?P<labels>[^}]*)\} (?P<value>\S+)$", re.MULTILINE
-)
-
-
 def summary_quantiles(metrics_text: str, model: str) -> dict[str, float]:
     """``{quantile: milliseconds}`` of Triton's request-latency summary for ``model``."""
-    quantiles = {}
-    for match in _SUMMARY.finditer(metrics_text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        if labels.get("model") == model and "quantile" in labels:
-            quantiles[labels["quantile"]] = float(match["value"]) / 1000.0
-    return quantiles
+    return {
+        sample.labels["quantile"]: sample.value / 1000.0
+        for family in text_string_to_metric_families(metrics_text)
+        for sample in family.samples
+        if sample.name == "nv_inference_request_summary_us"
+        and sample.labels.get("model") == model
+        and "quantile" in sample.labels
+    }
 
 
 def _rotated(items: list[str], shift: int) -> list[str]:

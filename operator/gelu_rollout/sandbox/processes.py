@@ -16,6 +16,9 @@ import signal
 import socket
 import subprocess
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,8 +26,39 @@ DEFAULT_STOP_TIMEOUT_S = 10.0
 # What the exit-time safety net grants each process left running.
 EXIT_STOP_TIMEOUT_S = 3.0
 
+# Loopback servers are never reached through a proxy set in the environment.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 _running: set[subprocess.Popen[bytes]] = set()
 _running_lock = threading.Lock()
+
+
+def http_get(url: str, timeout_s: float) -> tuple[int | None, bytes]:
+    """GET ``url`` directly (no proxy): the status (None if unreachable) and the body."""
+    try:
+        with DIRECT.open(url, timeout=timeout_s) as response:
+            status: int = response.status
+            return status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, b""
+    except (OSError, ValueError):
+        return None, b""
+
+
+def wait_until_ready(
+    proc: subprocess.Popen[bytes], url: str, timeout_s: float, poll_s: float = 0.1
+) -> str | None:
+    """Poll ``url`` until it answers 200; None then, else why not (the process exited, or
+    the time ran out), for the caller to raise with its own log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            return f"exited with status {proc.returncode}"
+        if http_get(url, timeout_s=1.0)[0] == 200:
+            return None
+        if time.monotonic() > deadline:
+            return f"not ready after {timeout_s:g}s"
+        time.sleep(poll_s)
 
 
 def free_port(host: str = "127.0.0.1") -> int:

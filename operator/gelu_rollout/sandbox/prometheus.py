@@ -33,7 +33,12 @@ from typing import Any, Self
 
 import yaml
 
-from gelu_rollout.sandbox.processes import free_port, start_process, stop_process
+from gelu_rollout.sandbox.processes import (
+    free_port,
+    start_process,
+    stop_process,
+    wait_until_ready,
+)
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
 JOB_NAME = "sandbox"
@@ -93,17 +98,6 @@ def render_config(
             }
         ],
     }
-
-
-def _http_status(url: str, timeout_s: float) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            status: int = response.status
-            return status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except (OSError, ValueError):
-        return None
 
 
 def _cleanup(proc: subprocess.Popen[bytes] | None, workdir: Path, timeout_s: float) -> None:
@@ -198,21 +192,12 @@ class PrometheusServer:
         self._finalizer = weakref.finalize(self, _cleanup, proc, self._workdir, self.stop_timeout_s)
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while True:
-            proc = self._proc
-            if proc is None or proc.poll() is not None:
-                code = None if proc is None else proc.returncode
-                raise PrometheusStartError(
-                    f"Prometheus exited with status {code} while starting:\n{self.log_tail()}"
-                )
-            if _http_status(f"{self.url}/-/ready", timeout_s=1.0) == 200:
-                return
-            if time.monotonic() > deadline:
-                raise PrometheusStartError(
-                    f"Prometheus not ready after {self.startup_timeout_s:.0f}s:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+        assert self._proc is not None
+        problem = wait_until_ready(
+            self._proc, f"{self.url}/-/ready", self.startup_timeout_s, poll_s=0.05
+        )
+        if problem is not None:
+            raise PrometheusStartError(f"Prometheus {problem} while starting:\n{self.log_tail()}")
 
     def stop(self) -> None:
         """Stop the process (its group included) and remove the temporary folder. Idempotent."""

@@ -37,7 +37,7 @@ import numpy as np
 import tritonclient.http.aio as triton_http
 
 from gelu_rollout.resources.names import LABEL_ARM, service_name
-from gelu_rollout.sandbox.pods import KubeApi, namespaced_path
+from gelu_rollout.sandbox.api import KubeApi, namespaced_path
 from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
 from gelu_rollout.variants.catalog import INPUTS
 

@@ -17,15 +17,12 @@ import socket
 import subprocess
 import tempfile
 import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from gelu_rollout.sandbox.processes import start_process, stop_process
+from gelu_rollout.sandbox.processes import DIRECT, start_process, stop_process, wait_until_ready
 
 STUB_PYTHON: Final = "3.11"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")
@@ -42,7 +39,6 @@ _ERROR_LINE: Final = re.compile(r"^E\d{4} ")
 # Errors every CPU-only start logs.
 _BENIGN_ERRORS: Final = ("CudaDriverHelper has not been initialized",)
 # Loopback requests must not go through an HTTP proxy set in the environment.
-_DIRECT: Final = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class TritonUnavailableError(RuntimeError):
@@ -261,28 +257,14 @@ class TritonServer:
 
     def _wait_ready(self) -> None:
         assert self._process is not None
-        deadline = time.monotonic() + self.ready_timeout_s
         url = f"http://{self.http_url}/v2/health/ready"
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                status = self._process.returncode
-                raise TritonStartError(
-                    f"tritonserver exited with status {status}:\n{self.log_tail()}"
-                )
-            try:
-                with _DIRECT.open(url, timeout=1) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise TritonStartError(
-            f"tritonserver was not ready after {self.ready_timeout_s:g} s:\n{self.log_tail()}"
-        )
+        problem = wait_until_ready(self._process, url, self.ready_timeout_s, poll_s=0.2)
+        if problem is not None:
+            raise TritonStartError(f"tritonserver {problem}:\n{self.log_tail()}")
 
     def metrics_text(self, timeout_s: float = 10.0) -> str:
         """The metrics endpoint's current text (Prometheus exposition format)."""
-        with _DIRECT.open(self.metrics_url, timeout=timeout_s) as response:
+        with DIRECT.open(self.metrics_url, timeout=timeout_s) as response:
             text: str = response.read().decode()
             return text
 
