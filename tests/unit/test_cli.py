@@ -50,20 +50,20 @@ def test_validate_reports_unreadable_files(tmp_path: Path) -> None:
     assert "cannot read" in result.output
 
 
-def test_demo_replays_a_nan_rollout_to_a_rollback() -> None:
-    result = CliRunner().invoke(app, ["demo", "--scenario", "nan-burst"])
+def test_replay_replays_a_nan_rollout_to_a_rollback() -> None:
+    result = CliRunner().invoke(app, ["replay", "--scenario", "nan-burst"])
     assert result.exit_code == 0, result.output
     assert "RolledBack" in result.output
     assert "NonFiniteOutputs" in result.output
 
 
-def test_demo_promotes_a_healthy_rollout() -> None:
-    result = CliRunner().invoke(app, ["demo"])
+def test_replay_promotes_a_healthy_rollout() -> None:
+    result = CliRunner().invoke(app, ["replay"])
     assert result.exit_code == 0, result.output
     assert "Promoted" in result.output
 
 
-def test_demo_rejects_unknown_scenarios() -> None:
-    result = CliRunner().invoke(app, ["demo", "--scenario", "nope"])
+def test_replay_rejects_unknown_scenarios() -> None:
+    result = CliRunner().invoke(app, ["replay", "--scenario", "nope"])
     assert result.exit_code == 1
     assert "unknown scenario" in result.output

@@ -23,6 +23,7 @@ PLURALS: Final[Mapping[tuple[str, str], str]] = {
     ("v1", "Pod"): "pods",
     ("apps/v1", "Deployment"): "deployments",
     ("gateway.networking.k8s.io/v1", "HTTPRoute"): "httproutes",
+    ("gelu.dev/v1alpha1", "GeluModelRollout"): "gelumodelrollouts",
 }
 MERGE_PATCH: Final = "application/merge-patch+json"
 ATOMIC_MAPS: Final[Mapping[str, tuple[str, ...]]] = {"Service": ("spec", "selector")}
@@ -37,13 +38,20 @@ class KubeError(RuntimeError):
         self.status = status
 
 
-def resource_path(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
-    """The REST path of a namespaced object (or of its collection when ``name`` is None)."""
+def resource_path(
+    api_version: str, kind: str, namespace: str | None, name: str | None = None
+) -> str:
+    """The REST path of a namespaced object (or of its collection when ``name`` is None; of
+    the collection across all namespaces when ``namespace`` is None too)."""
     try:
         plural = PLURALS[(api_version, kind)]
     except KeyError:
         raise ValueError(f"the operator does not manage {kind} ({api_version})") from None
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    if namespace is None:
+        if name is not None:
+            raise ValueError(f"a {kind} is named within a namespace")
+        return f"{prefix}/{plural}"
     path = f"{prefix}/namespaces/{namespace}/{plural}"
     return f"{path}/{name}" if name is not None else path
 
@@ -98,11 +106,13 @@ class KubeClient:
         return result
 
     def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+        self, api_version: str, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[Object]:
+        """The objects in ``namespace``, or in every namespace when it is None."""
         query = {"labelSelector": label_selector} if label_selector else None
         status, data = self._call("GET", resource_path(api_version, kind, namespace), query=query)
-        items = self._check(status, data, f"list {kind} in {namespace}").get("items") or []
+        where = f"in {namespace}" if namespace is not None else "in all namespaces"
+        items = self._check(status, data, f"list {kind} {where}").get("items") or []
         # List items may omit apiVersion and kind; callers compare objects by them.
         return [{"apiVersion": api_version, "kind": kind, **item} for item in items]
 

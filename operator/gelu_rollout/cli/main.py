@@ -212,11 +212,67 @@ def bench_scenarios(
 @app.command()
 def demo(
     scenario: Annotated[
+        str, typer.Option(help="healthy, nan, latency, errors or drift.")
+    ] = "healthy",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the outcome, timings and ledger here.")
+    ] = None,
+    candidate_repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="Roll out this Triton model repository (one model, same inputs and outputs "
+            "as the GELU block) as the candidate instead of the scenario's."
+        ),
+    ] = None,
+    example: Annotated[Path, typer.Option(help="The rollout to apply.")] = Path(
+        "examples/rollout.yaml"
+    ),
+    timeout_seconds: Annotated[float, typer.Option(min=30, help="Give up after this long.")] = 170,
+) -> None:
+    """Run a rollout end to end on the local sandbox: API, Triton pods, Prometheus, operator."""
+    import asyncio
+
+    from gelu_rollout.cli.demo_view import live_view, print_summary
+    from gelu_rollout.demo.run import run_scenario
+    from gelu_rollout.demo.scenarios import SCENARIOS
+    from gelu_rollout.sandbox.prometheus import PrometheusNotInstalledError
+    from gelu_rollout.sandbox.triton import TritonUnavailableError
+
+    chosen = SCENARIOS.get(scenario)
+    if chosen is None:
+        raise fail(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    out.print(f"[bold]sandbox demo[/bold]: {chosen.summary}")
+    try:
+        result = asyncio.run(
+            run_scenario(
+                chosen,
+                example=example,
+                repository=candidate_repository,
+                timeout_s=timeout_seconds,
+                view=lambda rollout, traffic: live_view(chosen, rollout, traffic),
+                console=out,
+            )
+        )
+    except (TritonUnavailableError, PrometheusNotInstalledError, ValueError, OSError) as error:
+        raise fail(str(error)) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the sandbox was stopped and cleaned up", err=True)
+        raise typer.Exit(130) from None
+    print_summary(result, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        out.print(f"result written to {json_path}")
+    raise typer.Exit(0 if result.outcome in ("Promoted", "RolledBack") else 1)
+
+
+@app.command()
+def replay(
+    scenario: Annotated[
         str, typer.Option(help="healthy, or a fault kind such as nan-burst or errors-10x.")
     ] = "healthy",
     seed: Annotated[int, typer.Option(help="Seed of the generated scenario.")] = 7,
 ) -> None:
-    """Replay one generated rollout through the state machine and show its decisions."""
+    """Replay one generated rollout through the state machine alone and show its decisions."""
     from gelu_rollout.cli.replay_demo import run_demo
 
     try:

@@ -1,0 +1,98 @@
+"""What the demo draws: the rollout live, then a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gelu_rollout.cli.render import verdict_text
+from gelu_rollout.demo.run import DemoResult
+from gelu_rollout.demo.scenarios import Scenario
+
+RECENT_DECISIONS = 6
+
+
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else "—"
+
+
+def live_view(
+    scenario: Scenario, rollout: Mapping[str, Any], traffic: Mapping[str, Any]
+) -> RenderableType:
+    """Stage, step and weight; each gate's latest value against its threshold; recent decisions."""
+    status = rollout.get("status") or {}
+    spec = rollout.get("spec") or {}
+    steps = (spec.get("traffic") or {}).get("steps") or []
+    stage = str(status.get("stage", "Pending"))
+    header = Text.assemble(
+        (f"scenario {scenario.name}", "bold"),
+        f"  ({scenario.summary})\n",
+        ("stage ", "dim"),
+        (stage, "bold cyan"),
+        ("   step ", "dim"),
+        f"{int(status.get('stepIndex', 0)) + 1}/{len(steps)}",
+        ("   candidate weight ", "dim"),
+        f"{status.get('candidateWeight', 0)}%",
+        ("   traffic ", "dim"),
+        "  ".join(
+            f"{arm} {counts.get('succeeded', 0)} ok / {counts.get('failed', 0)} failed"
+            for arm, counts in traffic.items()
+        )
+        or "—",
+        "\n",
+        (str(status.get("message", "")), "italic"),
+    )
+    ledger = list(status.get("ledger") or [])
+    latest: dict[str, Mapping[str, Any]] = {}
+    for entry in ledger:
+        latest[str(entry.get("gate"))] = entry
+    gates = Table(title="gates (latest look)", title_justify="left", expand=False)
+    for column in ("gate", "verdict", "value", "threshold", "samples", "why"):
+        gates.add_column(column, overflow="fold", max_width=70 if column == "why" else None)
+    for gate, entry in latest.items():
+        gates.add_row(
+            gate,
+            verdict_text(str(entry.get("verdict"))),
+            _number(entry.get("value")),
+            _number(entry.get("threshold")),
+            _number(entry.get("samples")),
+            str(entry.get("message", "")),
+        )
+    recent = Table(title="latest decisions", title_justify="left")
+    for column in ("time", "step", "weight", "gate", "verdict"):
+        recent.add_column(column)
+    for entry in reversed(ledger[-RECENT_DECISIONS:]):
+        recent.add_row(
+            str(entry.get("time", ""))[11:19],
+            str(int(entry.get("step", 0)) + 1),
+            f"{entry.get('weight', 0)}%",
+            str(entry.get("gate")),
+            verdict_text(str(entry.get("verdict"))),
+        )
+    return Group(header, gates, recent)
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    console.print()
+    style = "bold green" if result.outcome == result.expected else "bold red"
+    console.print(
+        Text.assemble(
+            ("outcome ", "dim"),
+            (result.outcome, style),
+            f" (expected {result.expected})",
+            ("   apply → outcome ", "dim"),
+            f"{result.seconds_apply_to_outcome} s" if result.seconds_apply_to_outcome else "—",
+            ("   fault → weight 0 ", "dim"),
+            f"{result.seconds_fault_to_zero_weight} s"
+            if result.seconds_fault_to_zero_weight is not None
+            else "—",
+        )
+    )
+    console.print(Text(result.message, style="italic"))
+    for event in result.events:
+        style = "yellow" if event["type"] == "Warning" else ""
+        console.print(Text(f"  event {event['reason']}: {event['message']}", style=style))

@@ -1,0 +1,444 @@
+"""A GeluModelRollout, as an on-call engineer reads it: pure rendering, no I/O.
+
+Everything here takes the rollout as the API server returns it (a mapping with ``metadata``,
+``spec`` and ``status``) and gives rich renderables or plain text: the one-line summary, the
+header, the conditions, the decision ledger newest first with failures in bold red, and the
+kubectl-style rows of ``list``. ``kubectl gelu`` and the demo's live view both use it.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, parse_request
+from gelu_rollout.spec import (
+    LedgerEntry,
+    RolloutStatus,
+    SpecError,
+    Stage,
+    parse_spec,
+    parse_status,
+)
+
+NONE: Final = "<none>"
+"""What kubectl prints for an empty column."""
+
+FAIL_STYLE: Final = "bold red"
+STAGE_STYLES: Final[Mapping[Stage, str]] = {
+    Stage.PENDING: "yellow",
+    Stage.PROGRESSING: "cyan",
+    Stage.PAUSED: "yellow",
+    Stage.PROMOTED: "bold green",
+    Stage.ROLLED_BACK: "bold red",
+}
+VERDICT_STYLES: Final[Mapping[str, str]] = {
+    "Pass": "green",
+    "Fail": FAIL_STYLE,
+    "Inconclusive": "yellow",
+}
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """What the views need from one rollout object, read once."""
+
+    name: str
+    namespace: str
+    created: datetime | None
+    status: RolloutStatus
+    steps: int | None
+    """How many traffic steps the spec has (None if the spec cannot be read)."""
+    baseline: str
+    candidate: str
+    problem: str | None
+    """Why the spec or status could not be read, if it could not."""
+    pending_request: str | None
+    """A manual request in the annotation that the operator has not acted on yet."""
+
+
+def _timestamp(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _arm(spec: Mapping[str, Any], arm: str) -> str:
+    value = spec.get(arm)
+    if not isinstance(value, Mapping):
+        return NONE
+    if value.get("variant"):
+        return str(value["variant"])
+    repository = value.get("repository")
+    if isinstance(repository, Mapping) and repository.get("configMapName"):
+        return f"configmap/{repository['configMapName']}"
+    return NONE
+
+
+def _steps(spec: Mapping[str, Any]) -> tuple[int | None, str | None]:
+    try:
+        return len(parse_spec(spec).traffic.steps), None
+    except SpecError as error:
+        traffic = spec.get("traffic")
+        raw = traffic.get("steps") if isinstance(traffic, Mapping) else None
+        count = len(raw) if isinstance(raw, list) and raw else None
+        return count, f"invalid spec: {str(error).splitlines()[0]}"
+
+
+def _pending_request(metadata: Mapping[str, Any], status: RolloutStatus) -> str | None:
+    annotations = metadata.get("annotations")
+    value = annotations.get(REQUEST_ANNOTATION) if isinstance(annotations, Mapping) else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        request = parse_request(value)
+    except ValueError:
+        return None
+    if status.handled_request in (request.id, value):
+        return None
+    return value.strip()
+
+
+def read_rollout(rollout: Mapping[str, Any]) -> RolloutView:
+    """Read the parts of a rollout object the views show; never raises on a bad object."""
+    metadata = rollout.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    spec = rollout.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    problem: str | None = None
+    try:
+        status = parse_status(rollout.get("status"))
+    except SpecError as error:
+        status = RolloutStatus()
+        problem = f"unreadable status: {str(error).splitlines()[0]}"
+    steps, spec_problem = _steps(spec)
+    return RolloutView(
+        name=str(metadata.get("name", "")),
+        namespace=str(metadata.get("namespace", "")),
+        created=_timestamp(metadata.get("creationTimestamp")),
+        status=status,
+        steps=steps,
+        baseline=_arm(spec, "baseline"),
+        candidate=_arm(spec, "candidate"),
+        problem=problem or spec_problem,
+        pending_request=_pending_request(metadata, status),
+    )
+
+
+def _view(rollout: Mapping[str, Any] | RolloutView) -> RolloutView:
+    return rollout if isinstance(rollout, RolloutView) else read_rollout(rollout)
+
+
+# --- small formatters -------------------------------------------------------------------
+
+
+def human_duration(seconds: float) -> str:
+    """A duration the way kubectl prints ages: ``45s``, ``5m3s``, ``47m``, ``3h10m``, ``4d``."""
+    if seconds < 0:
+        return "0s"
+    total = int(seconds)
+    if total < 120:
+        return f"{total}s"
+    minutes = total // 60
+    if minutes < 10:
+        rest = total % 60
+        return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h{rest}m" if rest else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    days = hours // 24
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{days}d{rest}h" if rest else f"{days}d"
+    if days < 365 * 2:
+        return f"{days}d"
+    return f"{days // 365}y"
+
+
+def age(since: datetime | None, now: datetime) -> str:
+    """How long ago ``since`` was, kubectl style; ``<unknown>`` when it is not known."""
+    if since is None:
+        return "<unknown>"
+    return human_duration((now - since).total_seconds())
+
+
+def number(value: float | None) -> str:
+    """A gate's value, threshold or sample count: 4 significant digits, ``-`` when absent."""
+    if value is None:
+        return "-"
+    if float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def step_label(view: RolloutView) -> str:
+    """``2/3``: the current step, 1-based, of how many; ``0/3`` before the first step starts."""
+    status = view.status
+    total = str(view.steps) if view.steps is not None else "?"
+    if status.step_started_at is None:
+        return f"0/{total}"
+    return f"{status.step_index + 1}/{total}"
+
+
+def verdict(view: RolloutView) -> str | None:
+    """The last overall verdict; before the first analysis tick, that of the newest look
+    (the probe's), so that a rollout the probe rolled back reads ``Fail``."""
+    if view.status.last_verdict is not None:
+        return view.status.last_verdict
+    ledger = view.status.ledger
+    if not ledger:
+        return None
+    newest = max(entry.time for entry in ledger)
+    verdicts = {entry.verdict for entry in ledger if entry.time == newest}
+    return next(v for v in ("Fail", "Inconclusive", "Pass") if v in verdicts)
+
+
+def _ledger_step(entry: LedgerEntry) -> str:
+    return "probe" if entry.gate == "probe" else str(entry.step + 1)
+
+
+# --- summary ----------------------------------------------------------------------------
+
+
+def newest_first(ledger: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+    """The ledger newest first; entries of one look keep their gate order."""
+    ordered = sorted(enumerate(ledger), key=lambda item: (item[1].time, -item[0]), reverse=True)
+    return [entry for _, entry in ordered]
+
+
+def failing_entry(rollout: Mapping[str, Any] | RolloutView) -> LedgerEntry | None:
+    """The newest failing gate decision, if any."""
+    view = _view(rollout)
+    return next((e for e in newest_first(view.status.ledger) if e.verdict == "Fail"), None)
+
+
+def summary_line(rollout: Mapping[str, Any] | RolloutView) -> str:
+    """One line that says where the rollout is and why, naming a failing gate first.
+
+    ``rolled back: nonFinite failed: 12 non-finite outputs ...``,
+    ``promoted: all steps passed``, ``progressing: step 2/3 at 25%: ...``.
+    """
+    view = _view(rollout)
+    status = view.status
+    if view.problem is not None and status.stage is not Stage.ROLLED_BACK:
+        return f"{status.stage.value.lower()}: {view.problem}"
+    if status.stage is Stage.ROLLED_BACK:
+        condition = status.condition("RolledBack")
+        failed = failing_entry(view)
+        current = failed is not None and (
+            status.started_at is None or failed.time >= status.started_at
+        )
+        aborted = condition is not None and condition.reason == "Aborted"
+        if failed is not None and current and not aborted:
+            return f"rolled back: {failed.gate} failed: {failed.message}"
+        reason = f" ({condition.reason})" if condition is not None else ""
+        return f"rolled back{reason}: {status.message or 'no message'}"
+    if status.stage is Stage.PROMOTED:
+        return f"promoted: {status.message or 'all steps passed'}"
+    if status.stage is Stage.PENDING:
+        return f"pending: {status.message or 'waiting for the operator'}"
+    label = "paused" if status.stage is Stage.PAUSED else "progressing"
+    where = f"step {step_label(view)} at {status.candidate_weight}%"
+    if not status.message:
+        return f"{label}: {where}"
+    if status.message.startswith(f"step {step_label(view)}"):
+        return f"{label}: {status.message}"
+    return f"{label}: {where}: {status.message}"
+
+
+# --- rich views -------------------------------------------------------------------------
+
+
+def _stage_text(stage: Stage) -> Text:
+    return Text(stage.value, style=STAGE_STYLES.get(stage, ""))
+
+
+def header(rollout: Mapping[str, Any] | RolloutView, now: datetime | None = None) -> Table:
+    """Name, namespace, stage, step, weight, the two arms, age and message, as a grid."""
+    view = _view(rollout)
+    now = now or datetime.now(UTC)
+    status = view.status
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    grid.add_row("Name:", view.name)
+    grid.add_row("Namespace:", view.namespace)
+    grid.add_row("Stage:", _stage_text(status.stage))
+    grid.add_row("Step:", step_label(view))
+    grid.add_row("Candidate weight:", f"{status.candidate_weight}%")
+    grid.add_row("Baseline → candidate:", f"{view.baseline} → {view.candidate}")
+    last = verdict(view)
+    grid.add_row("Last verdict:", Text(last or NONE, style=VERDICT_STYLES.get(last or "", "")))
+    grid.add_row("Age:", age(view.created, now))
+    if status.finished_at is not None:
+        grid.add_row("Finished:", f"{age(status.finished_at, now)} ago")
+    grid.add_row("Message:", status.message or NONE)
+    if view.pending_request is not None:
+        grid.add_row("Request:", Text(f"{view.pending_request} (not acted on yet)", style="yellow"))
+    if view.problem is not None:
+        grid.add_row("Problem:", Text(view.problem, style=FAIL_STYLE))
+    return grid
+
+
+def _table(title: str) -> Table:
+    return Table(
+        title=title,
+        title_justify="left",
+        title_style="bold",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+    )
+
+
+def conditions_table(
+    rollout: Mapping[str, Any] | RolloutView, now: datetime | None = None
+) -> Table:
+    """The conditions: type, status, reason, message, age."""
+    view = _view(rollout)
+    now = now or datetime.now(UTC)
+    table = _table("Conditions")
+    for column in ("TYPE", "STATUS", "REASON"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("MESSAGE", overflow="fold")
+    table.add_column("AGE", no_wrap=True, justify="right")
+    for condition in view.status.conditions:
+        alarming = condition.type in ("RolledBack", "Stalled") and condition.status == "True"
+        table.add_row(
+            condition.type,
+            condition.status,
+            condition.reason,
+            condition.message,
+            age(condition.last_transition_time, now),
+            style=FAIL_STYLE if alarming else None,
+        )
+    return table
+
+
+def ledger_table(
+    rollout: Mapping[str, Any] | RolloutView,
+    now: datetime | None = None,
+    *,
+    limit: int | None = None,
+) -> Table:
+    """The decision ledger newest first (at most ``limit`` rows); failures in bold red."""
+    view = _view(rollout)
+    entries = newest_first(view.status.ledger)
+    shown = entries if limit is None else entries[: max(limit, 0)]
+    hidden = len(entries) - len(shown)
+    title = "Decisions (newest first)"
+    if hidden:
+        title += f", {hidden} older not shown"
+    table = _table(title)
+    for column in ("TIME (UTC)", "STEP", "WEIGHT", "GATE", "VERDICT"):
+        table.add_column(column, no_wrap=True)
+    for column in ("VALUE", "THRESHOLD", "SAMPLES", "WINDOW"):
+        table.add_column(column, no_wrap=True, justify="right")
+    table.add_column("MESSAGE", overflow="fold")
+    for entry in shown:
+        failed = entry.verdict == "Fail"
+        table.add_row(
+            entry.time.astimezone(UTC).strftime("%H:%M:%S"),
+            _ledger_step(entry),
+            f"{entry.weight}%",
+            entry.gate,
+            Text(entry.verdict, style=VERDICT_STYLES.get(entry.verdict, "")),
+            number(entry.value),
+            number(entry.threshold),
+            number(entry.samples),
+            human_duration(entry.window_seconds) if entry.window_seconds else "-",
+            entry.message,
+            style=FAIL_STYLE if failed else None,
+        )
+    return table
+
+
+def summary_text(rollout: Mapping[str, Any] | RolloutView) -> Text:
+    """:func:`summary_line`, coloured by stage."""
+    view = _view(rollout)
+    return Text(summary_line(view), style=STAGE_STYLES.get(view.status.stage, ""))
+
+
+def render_status(
+    rollout: Mapping[str, Any],
+    *,
+    now: datetime | None = None,
+    ledger_limit: int | None = None,
+) -> RenderableType:
+    """The whole status view: summary line, header, conditions and the decision ledger."""
+    view = read_rollout(rollout)
+    now = now or datetime.now(UTC)
+    parts: list[RenderableType] = [summary_text(view), Text(), header(view, now), Text()]
+    parts.append(
+        conditions_table(view, now) if view.status.conditions else Text("Conditions: none")
+    )
+    parts.append(Text())
+    if view.status.ledger:
+        parts.append(ledger_table(view, now, limit=ledger_limit))
+    else:
+        parts.append(Text("Decisions: none yet"))
+    return Group(*parts)
+
+
+def to_text(renderable: RenderableType, *, width: int = 160) -> str:
+    """A renderable as plain text (no colour), for logs, files and tests."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system=None, force_terminal=False)
+    console.print(renderable)
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
+# --- list -------------------------------------------------------------------------------
+
+LIST_COLUMNS: Final = ("NAME", "STAGE", "STEP", "WEIGHT", "VERDICT", "AGE")
+
+
+def list_rows(
+    rollouts: Iterable[Mapping[str, Any]], *, all_namespaces: bool, now: datetime | None = None
+) -> list[list[str]]:
+    """The rows of ``list``, header first, sorted by namespace and name."""
+    now = now or datetime.now(UTC)
+    columns = ("NAMESPACE", *LIST_COLUMNS) if all_namespaces else LIST_COLUMNS
+    rows: list[list[str]] = [list(columns)]
+    views = sorted((read_rollout(r) for r in rollouts), key=lambda v: (v.namespace, v.name))
+    for view in views:
+        status = view.status
+        row = [
+            view.name,
+            status.stage.value,
+            step_label(view),
+            f"{status.candidate_weight}%",
+            verdict(view) or NONE,
+            age(view.created, now),
+        ]
+        rows.append([view.namespace, *row] if all_namespaces else row)
+    return rows
+
+
+def format_columns(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as kubectl prints them: left-aligned columns three spaces apart, no box."""
+    if not rows:
+        return ""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]
+    return "\n".join(lines) + "\n"

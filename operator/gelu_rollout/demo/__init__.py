@@ -1,0 +1,1 @@
+"""The one-command demo: a scenario run end to end on the local sandbox."""
