@@ -42,8 +42,8 @@ bench: setup
 bench-variants: setup
 	$(BIN)/gelu-rollout bench variants --json bench-variants.json
 
-# Replays one generated rollout through the decision core: SCENARIO=healthy,
-# or a fault kind such as nan-burst, errors-10x, latency-p99-50, drift-kl-0.05.
+# Runs one rollout end to end on the local sandbox (API emulator, Triton pods, Prometheus,
+# the operator): SCENARIO=healthy, nan, latency, errors or drift.
 SCENARIO ?= healthy
 demo: setup
 	COLUMNS=$${COLUMNS:-160} $(BIN)/gelu-rollout demo --scenario $(SCENARIO)

@@ -5,6 +5,7 @@ and through kubectl's own plugin mechanism."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -19,17 +20,20 @@ from typing import Any, TypeVar
 
 import pytest
 import yaml
+from rich.console import Console
 from rich.text import Text
 from typer.testing import CliRunner, Result
 
-from gelu_rollout.adapters.kube import PLURALS, resource_path
+from gelu_rollout.adapters.kube import PLURALS, KubeClient, KubeError, resource_path
 from gelu_rollout.cli.kubectl import (
     CliError,
+    Cluster,
     Connection,
     app,
     connect,
     refusal,
     request_id,
+    watch_rollout,
 )
 from gelu_rollout.cli.status_view import (
     FAIL_STYLE,
@@ -258,6 +262,51 @@ def test_requests_apply_only_where_the_operator_acts_on_them() -> None:
     assert "probe has passed" in str(refusal(RequestKind.PROMOTE, "x", Stage.PENDING))
     request = parse_request(f"promote/{request_id(NOW)}")
     assert (request.kind, request.id) == (RequestKind.PROMOTE, "2026-11-25T20:10:00Z")
+
+
+class ScriptedClient(KubeClient):
+    """Answers each ``get`` with the next of ``answers``: an object, None (gone) or an error."""
+
+    def __init__(self, answers: list[dict[str, Any] | Exception | None]) -> None:
+        self.answers = answers
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+PROGRESSING = rollout(
+    {"stage": "Progressing", "stepIndex": 1, "candidateWeight": 25, "stepStartedAt": at(5)}
+)
+
+
+def test_watch_redraws_in_place_in_a_terminal_through_api_blips() -> None:
+    client = ScriptedClient([PROGRESSING, KubeError(503, "the server is busy"), ROLLED_BACK])
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=160, height=60)
+    assert watch_rollout(Cluster(client, "prod"), "gelu", console, 0) is Stage.ROLLED_BACK
+    out = buffer.getvalue()
+    assert out.count("\x1b[2K") > 10  # lines erased to redraw in place
+    assert "progressing: step 2/3 at 25%" in out
+    assert "error: the server is busy (retrying)" in out
+    assert "rolled back: nonFinite failed" in out
+    assert not client.answers
+
+
+def test_a_plain_watch_prints_each_new_summary_and_fails_when_the_rollout_goes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = ScriptedClient([PROGRESSING, PROGRESSING, None])
+    console = Console(file=io.StringIO(), force_terminal=False)
+    with pytest.raises(CliError, match='gelumodelrollouts "gelu" not found'):
+        watch_rollout(Cluster(client, "prod"), "gelu", console, 0)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(" progressing: step 2/3 at 25%")
+    with pytest.raises(KubeError):
+        watch_rollout(Cluster(ScriptedClient([KubeError(403, "forbidden")]), "p"), "g", console, 0)
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import typer
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
@@ -46,7 +46,8 @@ app = typer.Typer(
 RESOURCE: Final = "gelumodelrollout"
 SERVICE_ACCOUNT_NAMESPACE: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 NON_TERMINAL_WIDTH: Final = 200
-"""Lines are this long when the output is not a terminal (a pipe, a CI log)."""
+"""Lines are this long when the output is not a terminal (a pipe, a CI log) and $COLUMNS is
+not set."""
 
 NamespaceOption = Annotated[
     str | None,
@@ -198,7 +199,7 @@ def get_rollout(cluster: Cluster, name: str) -> Object:
 
 def _console() -> Console:
     console = Console(highlight=False)
-    if not console.is_terminal:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
         console = Console(highlight=False, width=NON_TERMINAL_WIDTH)
     return console
 
@@ -268,47 +269,70 @@ def _ledger_rows(console: Console) -> int:
     return max(5, console.size.height - 30)
 
 
-def watch_rollout(cluster: Cluster, name: str, console: Console, interval_seconds: float) -> Stage:
-    """Redraw the rollout in place until it is promoted or rolled back; return that stage.
+def _poll(cluster: Cluster, name: str) -> tuple[Object | None, str | None]:
+    """The rollout, or why it could not be read this time (a blip of the API server or the
+    network, worth another try). A rollout that is gone, or a refusal, raises."""
+    try:
+        return get_rollout(cluster, name), None
+    except _api_errors() as error:
+        if isinstance(error, KubeError) and error.status < 500:
+            raise
+        return None, _describe(error)
 
-    Outside a terminal (a CI log) each new summary line is printed instead of redrawing,
-    and the whole status once at the end.
+
+def watch_rollout(cluster: Cluster, name: str, console: Console, interval_seconds: float) -> Stage:
+    """Follow the rollout until it is promoted or rolled back; return that stage.
+
+    In a terminal the view is redrawn in place (``rich.live.Live``); elsewhere (a pipe, a CI
+    log) each new summary line is printed with its time, then the whole status at the end.
     """
-    last_summary: str | None = None
+    if not console.is_terminal:
+        return _watch_plain(cluster, name, console, interval_seconds)
+    last: Object | None = None
     with Live(console=console, auto_refresh=False, transient=False) as live:
         while True:
-            try:
-                rollout = get_rollout(cluster, name)
-            except _api_errors() as error:
-                if isinstance(error, KubeError) and error.status < 500:
-                    raise
-                # A blip of the API server or the network: keep watching.
-                live.update(Text(f"error: {_describe(error)} (retrying)", style="yellow"))
-                live.refresh()
-                time.sleep(interval_seconds)
-                continue
-            limit = _ledger_rows(console) if console.is_terminal else None
-            view = read_rollout(rollout)
-            live.update(
-                Group(
-                    render_status(rollout, ledger_limit=limit),
+            rollout, problem = _poll(cluster, name)
+            last = rollout or last
+            stage = read_rollout(last).status.stage if last is not None else None
+            done = stage is not None and stage.terminal
+            parts: list[RenderableType] = []
+            if last is not None:
+                limit = None if done else _ledger_rows(console)
+                parts.append(render_status(last, ledger_limit=limit))
+            if problem is not None:
+                parts.append(Text(f"error: {problem} (retrying)", style="yellow"))
+            if not done:
+                parts.append(
                     Text(
                         f"\nwatching every {interval_seconds:g}s, "
                         f"{datetime.now(UTC):%H:%M:%S} UTC; Ctrl-C to stop",
                         style="dim",
-                    ),
+                    )
                 )
-                if not view.status.stage.terminal
-                else render_status(rollout)
-            )
-            live.refresh()
-            summary = summary_line(view)
-            if not console.is_terminal and summary != last_summary:
-                console.print(f"{datetime.now(UTC):%H:%M:%S} {summary}")
-            last_summary = summary
-            if view.status.stage.terminal:
-                return view.status.stage
+            live.update(Group(*parts), refresh=True)
+            if stage is not None and done:
+                return stage
             time.sleep(interval_seconds)
+
+
+def _watch_plain(cluster: Cluster, name: str, console: Console, interval_seconds: float) -> Stage:
+    last_summary: str | None = None
+    while True:
+        rollout, problem = _poll(cluster, name)
+        stamp = f"{datetime.now(UTC):%H:%M:%S}"
+        if problem is not None:
+            typer.echo(f"{stamp} error: {problem} (retrying)", err=True)
+        if rollout is not None:
+            view = read_rollout(rollout)
+            summary = summary_line(view)
+            if summary != last_summary:
+                typer.echo(f"{stamp} {summary}")
+                last_summary = summary
+            if view.status.stage.terminal:
+                typer.echo()
+                typer.echo(to_text(render_status(rollout), width=console.width), nl=False)
+                return view.status.stage
+        time.sleep(interval_seconds)
 
 
 # --- list --------------------------------------------------------------------------------

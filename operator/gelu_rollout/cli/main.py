@@ -256,7 +256,7 @@ def demo(
     except (TritonUnavailableError, PrometheusNotInstalledError, ValueError, OSError) as error:
         raise fail(str(error)) from None
     except KeyboardInterrupt:
-        typer.echo("interrupted: the sandbox was stopped and cleaned up", err=True)
+        typer.echo("\ninterrupted: the sandbox was stopped and cleaned up", err=True)
         raise typer.Exit(130) from None
     print_summary(result, out)
     if json_path is not None:

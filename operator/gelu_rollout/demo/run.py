@@ -114,6 +114,9 @@ async def run_scenario(
                 if live is not None:
                     live.start()
                 while time.monotonic() - applied < timeout_s:
+                    if stack.operator_stopped:
+                        # The operator took the Ctrl-C (it handles SIGINT itself): stop too.
+                        raise KeyboardInterrupt
                     rollout = await stack.rollout(ROLLOUT_NAME)
                     traffic = {arm: asdict(c) for arm, c in generator.counts().items()}
                     if live is not None and view is not None:

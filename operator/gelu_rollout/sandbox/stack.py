@@ -43,6 +43,12 @@ class Sandbox:
     pods: PodRunner
     kubeconfig: Path
     stop_operator: Callable[[], None]
+    operator: asyncio.Task[None] | None = None
+
+    @property
+    def operator_stopped(self) -> bool:
+        """Whether the operator has exited (it stops itself on SIGINT or SIGTERM)."""
+        return self.operator is not None and self.operator.done()
 
     async def kubectl(self, *args: str, stdin: str | None = None) -> str:
         """Run the real kubectl against the sandbox; raise with its stderr on failure."""
@@ -134,7 +140,7 @@ async def sandbox(
                 stack = Sandbox(workdir, api, prometheus, runner, kubeconfig, stop.set)
                 try:
                     await stack.kubectl("apply", "--validate=false", "-f", str(crd))
-                    operator = asyncio.create_task(
+                    operator = stack.operator = asyncio.create_task(
                         run_operator(
                             config,
                             endpoints=runner.service_endpoints,
