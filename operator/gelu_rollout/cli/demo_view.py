@@ -10,14 +10,15 @@ from rich.table import Table
 from rich.text import Text
 
 from gelu_rollout.cli.render import verdict_text
+from gelu_rollout.cli.status_view import ledger_table, number
 from gelu_rollout.demo.run import DemoResult
 from gelu_rollout.demo.scenarios import Scenario
 
 RECENT_DECISIONS = 6
 
 
-def _number(value: object) -> str:
-    return f"{value:.4g}" if isinstance(value, int | float) else "—"
+def _value(value: object) -> str:
+    return number(float(value)) if isinstance(value, int | float) else number(None)
 
 
 def live_view(
@@ -57,22 +58,12 @@ def live_view(
         gates.add_row(
             gate,
             verdict_text(str(entry.get("verdict"))),
-            _number(entry.get("value")),
-            _number(entry.get("threshold")),
-            _number(entry.get("samples")),
+            _value(entry.get("value")),
+            _value(entry.get("threshold")),
+            _value(entry.get("samples")),
             str(entry.get("message", "")),
         )
-    recent = Table(title="latest decisions", title_justify="left")
-    for column in ("time", "step", "weight", "gate", "verdict"):
-        recent.add_column(column)
-    for entry in reversed(ledger[-RECENT_DECISIONS:]):
-        recent.add_row(
-            str(entry.get("time", ""))[11:19],
-            str(int(entry.get("step", 0)) + 1),
-            f"{entry.get('weight', 0)}%",
-            str(entry.get("gate")),
-            verdict_text(str(entry.get("verdict"))),
-        )
+    recent = ledger_table(rollout, limit=RECENT_DECISIONS)
     return Group(header, gates, recent)
 
 

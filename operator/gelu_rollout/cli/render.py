@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from gelu_rollout.cli.status_view import VERDICT_STYLES
 from gelu_rollout.spec.status import LedgerEntry
 
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
@@ -81,11 +82,8 @@ def print_bench_report(report: dict[str, Any], console: Console) -> None:
             console.print(f"  a reference does better on {figure}", markup=False)
 
 
-VERDICT_STYLE = {"Pass": "green", "Fail": "bold red", "Inconclusive": "yellow"}
-
-
 def verdict_text(verdict: str) -> Text:
-    return Text(verdict, style=VERDICT_STYLE.get(verdict, ""))
+    return Text(verdict, style=VERDICT_STYLES.get(verdict, ""))
 
 
 def ledger_table(entries: Sequence[LedgerEntry], title: str) -> Table:
