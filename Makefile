@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # that runs Triton's Python-backend models.
 SYSTEM_PACKAGES := prometheus python3-numpy
 
-.PHONY: setup system-packages test lint typecheck bench bench-variants demo clean
+.PHONY: setup system-packages test lint typecheck contracts bench bench-variants demo clean
 
 setup: system-packages $(STAMP)
 
@@ -20,10 +20,10 @@ system-packages:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	    --no-install-recommends $(SYSTEM_PACKAGES); }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml operator/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,sandbox]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./operator
 	touch $(STAMP)
 
 lint: setup
@@ -33,7 +33,11 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
-test: setup lint typecheck
+# The import contracts in pyproject.toml: the layers, and the operator apart from the lab.
+contracts: setup
+	$(BIN)/lint-imports --no-cache
+
+test: setup lint typecheck contracts
 	$(BIN)/pytest
 
 bench: setup

@@ -19,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from gelu_lab.sandbox.prometheus import PrometheusServer, ScrapeTarget
 from gelu_rollout.adapters.prometheus import PrometheusObserver
 from gelu_rollout.analysis.observations import WindowCounts
-from gelu_rollout.sandbox.prometheus import PrometheusServer, ScrapeTarget
 from tests.metrics_targets import MetricsTarget, PodCounters, triton_metrics
 
 NS = 'team "a"\\b'

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gelu_rollout.bench.decisions import benchmark, goals, summarize_policy
-from gelu_rollout.bench.generate import FAULTS, generate_suite
-from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.policies.gelu import GeluRolloutPolicy
-from gelu_rollout.bench.scenario import Scenario, save_scenarios
+from gelu_lab.bench.decisions import benchmark, goals, summarize_policy
+from gelu_lab.bench.generate import FAULTS, generate_suite
+from gelu_lab.bench.policies.base import Outcome
+from gelu_lab.bench.policies.gelu import GeluRolloutPolicy
+from gelu_lab.bench.scenario import Scenario, save_scenarios
 from gelu_rollout.cli.main import app
 
 POLICY_KEYS = {
@@ -55,7 +55,7 @@ def test_report_has_the_documented_shape(small_suite: list[Scenario]) -> None:
 
 
 def test_summary_counts_detection_only_after_onset(small_suite: list[Scenario]) -> None:
-    from gelu_rollout.bench.decisions import Run
+    from gelu_lab.bench.decisions import Run
 
     faulty = next(s for s in small_suite if s.kind == "errors-10x")
     healthy = next(s for s in small_suite if s.kind == "healthy")

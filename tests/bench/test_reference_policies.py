@@ -9,9 +9,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from gelu_rollout.analysis.observations import ArmObservation
-from gelu_rollout.bench.policies.flagger import FlaggerStylePolicy, kl_divergence
-from gelu_rollout.bench.policies.kayenta import (
+from gelu_lab.bench.policies.flagger import FlaggerStylePolicy, kl_divergence
+from gelu_lab.bench.policies.kayenta import (
     METRICS,
     KayentaStylePolicy,
     MetricResult,
@@ -21,7 +20,8 @@ from gelu_rollout.bench.policies.kayenta import (
     remove_outliers,
     score_results,
 )
-from gelu_rollout.bench.scenario import ArmTick, Scenario, StepPlan, Tick
+from gelu_lab.bench.scenario import ArmTick, Scenario, StepPlan, Tick
+from gelu_rollout.analysis.observations import ArmObservation
 
 BOUNDS = (-0.1, 0.5, 1.0, 2.0)
 # Share of outputs per bucket (len(BOUNDS) + 1 buckets). Sixteenths, and arms of 1024 and

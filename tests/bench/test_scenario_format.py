@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from gelu_rollout.bench.scenario import (
+from gelu_lab.bench.scenario import (
     FORMAT,
     ArmTick,
     Scenario,

@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.testing import CliRunner, Result
 
+from gelu_lab.sandbox.stack import Sandbox, sandbox
 from gelu_rollout.adapters.kube import PLURALS, KubeClient, KubeError, resource_path
 from gelu_rollout.cli.kubectl import (
     CliError,
@@ -49,7 +50,6 @@ from gelu_rollout.cli.status_view import (
     to_text,
 )
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, RequestKind, parse_request
-from gelu_rollout.sandbox.stack import Sandbox, sandbox
 from gelu_rollout.spec import Stage
 
 BIN = Path(sys.executable).parent

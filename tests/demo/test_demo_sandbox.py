@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from gelu_rollout.demo.run import run_scenario
-from gelu_rollout.demo.scenarios import SCENARIOS
+from gelu_lab.demo.run import run_scenario
+from gelu_lab.demo.scenarios import SCENARIOS
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
 

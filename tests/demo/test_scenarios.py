@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from gelu_rollout.demo.run import fault_to_zero_weight
-from gelu_rollout.demo.scenarios import (
+from gelu_lab.demo.run import fault_to_zero_weight
+from gelu_lab.demo.scenarios import (
     ROLLOUT_NAME,
     SCENARIOS,
     USER_REPOSITORY,

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gelu_rollout.sandbox.stack import Sandbox, sandbox
-from gelu_rollout.sandbox.traffic import TrafficGenerator
+from gelu_lab.sandbox.stack import Sandbox, sandbox
+from gelu_lab.sandbox.traffic import TrafficGenerator
 from gelu_rollout.variants.repository import Faults, render_repository
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]

@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from gelu_lab.sandbox.api import KubeApi, namespaced_path
 from gelu_rollout.resources.desired import desired_resources, repositories_for
 from gelu_rollout.resources.names import OwnerRef
-from gelu_rollout.sandbox.api import KubeApi, namespaced_path
 from gelu_rollout.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, RolloutSpec, parse_spec
 from gelu_rollout.spec.status import RolloutStatus
 

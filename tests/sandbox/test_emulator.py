@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from gelu_rollout.sandbox.emulator import (
+from gelu_lab.sandbox.emulator import (
     EmulatorServer,
     SandboxEmulator,
     merge_patch,

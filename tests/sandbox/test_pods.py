@@ -17,11 +17,9 @@ import pytest
 import pytest_asyncio
 import tritonclient.http.aio as triton_http
 
-from gelu_rollout.resources.names import LABEL_ARM, LABEL_REVISION, OwnerRef
-from gelu_rollout.resources.workloads import render_config_map, render_deployment
-from gelu_rollout.sandbox.api import KubeApi
-from gelu_rollout.sandbox.emulator import EmulatorServer, serve_emulator
-from gelu_rollout.sandbox.pods import (
+from gelu_lab.sandbox.api import KubeApi
+from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
+from gelu_lab.sandbox.pods import (
     ANNOTATION_HTTP,
     ANNOTATION_METRICS,
     PodCounts,
@@ -34,7 +32,9 @@ from gelu_rollout.sandbox.pods import (
     selector_matches,
     template_hash,
 )
-from gelu_rollout.sandbox.prometheus import PrometheusServer
+from gelu_lab.sandbox.prometheus import PrometheusServer
+from gelu_rollout.resources.names import LABEL_ARM, LABEL_REVISION, OwnerRef
+from gelu_rollout.resources.workloads import render_config_map, render_deployment
 from gelu_rollout.spec import parse_spec
 from gelu_rollout.variants import INPUTS, render_repository
 from tests.sandbox.sandbox_objects import (

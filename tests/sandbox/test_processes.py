@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from gelu_rollout.sandbox.processes import (
+from gelu_lab.sandbox.processes import (
     free_port,
     running_processes,
     start_process,
@@ -103,7 +103,7 @@ def test_processes_left_running_are_stopped_at_exit(tmp_path: Path) -> None:
     pidfile = tmp_path / "sleeper.pid"
     program = f"""
         from pathlib import Path
-        from gelu_rollout.sandbox.processes import start_process
+        from gelu_lab.sandbox.processes import start_process
         proc = start_process(["sleep", "300"], log_path=Path({str(tmp_path)!r}) / "log")
         Path({str(pidfile)!r}).write_text(str(proc.pid))
     """

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gelu_rollout.sandbox.prometheus import (
+from gelu_lab.sandbox.prometheus import (
     PrometheusNotInstalledError,
     PrometheusServer,
     PrometheusStartError,

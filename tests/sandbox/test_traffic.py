@@ -15,12 +15,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gelu_rollout.resources.names import OwnerRef
-from gelu_rollout.resources.traffic import render_service, route_backends_patch
-from gelu_rollout.sandbox.api import KubeApi
-from gelu_rollout.sandbox.emulator import serve_emulator
-from gelu_rollout.sandbox.pods import PodInfo, PodRunner
-from gelu_rollout.sandbox.traffic import (
+from gelu_lab.sandbox.api import KubeApi
+from gelu_lab.sandbox.emulator import serve_emulator
+from gelu_lab.sandbox.pods import PodInfo, PodRunner
+from gelu_lab.sandbox.traffic import (
     ArmCounts,
     Backend,
     Routing,
@@ -28,6 +26,8 @@ from gelu_rollout.sandbox.traffic import (
     pick_backend,
     routing_of,
 )
+from gelu_rollout.resources.names import OwnerRef
+from gelu_rollout.resources.traffic import render_service, route_backends_patch
 from gelu_rollout.spec import KIND
 from tests.sandbox.sandbox_objects import (
     MODEL,

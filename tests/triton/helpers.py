@@ -8,7 +8,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gelu_rollout.sandbox.triton import TritonServer
+from gelu_lab.sandbox.triton import TritonServer
 from gelu_rollout.variants import Faults, render_repository, write_repository
 
 ModelSpec = tuple[str, Faults]

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gelu_rollout.cli.main import app
-from gelu_rollout.sandbox import triton as launcher
-from gelu_rollout.sandbox.triton import (
+from gelu_lab.sandbox import triton as launcher
+from gelu_lab.sandbox.triton import (
     TritonPorts,
     TritonServer,
     TritonStartError,
     TritonUnavailableError,
     find_triton,
 )
+from gelu_rollout.cli.main import app
 from gelu_rollout.variants import Faults, render_repository, write_repository
 from tests.triton.helpers import build_repository
 

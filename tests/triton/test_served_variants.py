@@ -16,12 +16,12 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from gelu_lab.bench.variants import grid_inputs
+from gelu_lab.sandbox.processes import free_port
+from gelu_lab.sandbox.triton import TritonServer
 from gelu_rollout.adapters.triton import run_probe
 from gelu_rollout.analysis.probe import ProbeReport, probe_inputs
 from gelu_rollout.analysis.verdict import GateResult, Verdict
-from gelu_rollout.bench.variants import grid_inputs
-from gelu_rollout.sandbox.processes import free_port
-from gelu_rollout.sandbox.triton import TritonServer
 from gelu_rollout.spec.model import VARIANTS
 from gelu_rollout.variants import CATALOG, INPUTS, OUTPUT_BUCKETS, Faults, reference_outputs
 from tests.triton.helpers import ModelSpec, build_repository, samples, serving, value

@@ -23,6 +23,7 @@ from rich.live import Live
 from rich.text import Text
 
 from gelu_rollout.adapters.kube import KubeClient, KubeError, Object, api_client
+from gelu_rollout.cli.output import fail
 from gelu_rollout.cli.status_view import (
     format_columns,
     list_rows,
@@ -142,12 +143,6 @@ def connect(connection: Connection) -> Cluster:
     namespace = connection.namespace or _context_namespace(files, connection.context)
     client = KubeClient(api_client(files, connection.context))
     return Cluster(client, namespace or "default")
-
-
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr the kubectl way and give the exit to raise."""
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(1)
 
 
 def _describe(error: BaseException) -> str:

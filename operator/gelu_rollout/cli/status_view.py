@@ -47,6 +47,11 @@ VERDICT_STYLES: Final[Mapping[str, str]] = {
 }
 
 
+def verdict_text(verdict: str) -> Text:
+    """A gate's verdict in the palette every view shares."""
+    return Text(verdict, style=VERDICT_STYLES.get(verdict, ""))
+
+
 @dataclass(frozen=True)
 class RolloutView:
     """What the views need from one rollout object, read once."""
@@ -359,7 +364,7 @@ def ledger_table(
             _ledger_step(entry),
             f"{entry.weight}%",
             entry.gate,
-            Text(entry.verdict, style=VERDICT_STYLES.get(entry.verdict, "")),
+            verdict_text(entry.verdict),
             number(entry.value),
             number(entry.threshold),
             number(entry.samples),

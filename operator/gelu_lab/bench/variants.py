@@ -24,10 +24,10 @@ import numpy as np
 import tritonclient.http.aio as triton_http
 from prometheus_client.parser import text_string_to_metric_families
 
+from gelu_lab.sandbox.triton import TritonServer
 from gelu_rollout.adapters.triton import infer
 from gelu_rollout.analysis.divergence import kl_divergence
 from gelu_rollout.analysis.probe import KL_SMOOTHING, output_histogram, probe_inputs
-from gelu_rollout.sandbox.triton import TritonServer
 from gelu_rollout.variants.catalog import CATALOG, INPUTS, reference_outputs
 from gelu_rollout.variants.repository import render_repository, write_repository
 

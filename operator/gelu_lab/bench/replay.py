@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from gelu_lab.bench.scenario import Scenario, deltas
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
-from gelu_rollout.bench.scenario import Scenario, deltas
 
 
 class Replay:

@@ -81,9 +81,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import ndtri
 
+from gelu_lab.bench.policies.base import Outcome
+from gelu_lab.bench.scenario import Scenario, deltas
 from gelu_rollout.analysis.observations import ArmObservation
-from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.scenario import Scenario, deltas
 
 FloatArray = npt.NDArray[np.float64]
 Direction = Literal["increase", "decrease", "either"]

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from gelu_rollout.bench.policies.base import Outcome, Policy
-from gelu_rollout.bench.policies.flagger import FlaggerStylePolicy
-from gelu_rollout.bench.policies.gelu import GeluRolloutPolicy
-from gelu_rollout.bench.policies.kayenta import KayentaStylePolicy
-from gelu_rollout.bench.scenario import Scenario
+from gelu_lab.bench.policies.base import Outcome, Policy
+from gelu_lab.bench.policies.flagger import FlaggerStylePolicy
+from gelu_lab.bench.policies.gelu import GeluRolloutPolicy
+from gelu_lab.bench.policies.kayenta import KayentaStylePolicy
+from gelu_lab.bench.scenario import Scenario
 
 # The goals for our policy, checked and printed with every run.
 GOAL_FALSE_ROLLBACK_RATE = 0.01

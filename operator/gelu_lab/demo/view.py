@@ -9,10 +9,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from gelu_rollout.cli.render import verdict_text
-from gelu_rollout.cli.status_view import ledger_table, number
-from gelu_rollout.demo.run import DemoResult
-from gelu_rollout.demo.scenarios import Scenario
+from gelu_lab.demo.run import DemoResult
+from gelu_lab.demo.scenarios import Scenario
+from gelu_rollout.cli.status_view import ledger_table, number, verdict_text
 
 RECENT_DECISIONS = 6
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
+from gelu_lab.sandbox.pods import PodRunner
+from gelu_lab.sandbox.prometheus import PrometheusServer
 from gelu_rollout.resources.crd import render_crd
 from gelu_rollout.run import OperatorConfig, run_operator
-from gelu_rollout.sandbox.emulator import EmulatorServer, serve_emulator
-from gelu_rollout.sandbox.pods import PodRunner
-from gelu_rollout.sandbox.prometheus import PrometheusServer
 from gelu_rollout.spec.resource import PLURAL
 
 SCRAPE_INTERVAL_SECONDS = 1.0

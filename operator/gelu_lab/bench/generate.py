@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from gelu_rollout.bench.scenario import ArmTick, Scenario, Severity, StepPlan, Tick
+from gelu_lab.bench.scenario import ArmTick, Scenario, Severity, StepPlan, Tick
 
 FloatArray = npt.NDArray[np.float64]
 

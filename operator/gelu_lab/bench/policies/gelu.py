@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from gelu_lab.bench.policies.base import Outcome
+from gelu_lab.bench.replay import Replay
+from gelu_lab.bench.scenario import Scenario
 from gelu_rollout.analysis.burn_rate import required_window_seconds
-from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.replay import Replay
-from gelu_rollout.bench.scenario import Scenario
 from gelu_rollout.rollout.actions import Promote, Rollback
 from gelu_rollout.rollout.decide import Decision, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from gelu_rollout.bench.scenario import Scenario
+from gelu_lab.bench.scenario import Scenario
 
 Decision = Literal["promote", "rollback", "stalled"]
 

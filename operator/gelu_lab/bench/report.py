@@ -1,16 +1,12 @@
-"""Tables for the terminal: benchmark reports and decision ledgers."""
+"""The benchmarks' reports as terminal tables."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-
-from gelu_rollout.cli.status_view import VERDICT_STYLES
-from gelu_rollout.spec.status import LedgerEntry
 
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("false_rollback_rate", "false rollbacks (healthy)", "pct"),
@@ -80,35 +76,6 @@ def print_bench_report(report: dict[str, Any], console: Console) -> None:
         console.print(f"[bold]goals[/]: {marks}")
         for figure in worse:
             console.print(f"  a reference does better on {figure}", markup=False)
-
-
-def verdict_text(verdict: str) -> Text:
-    return Text(verdict, style=VERDICT_STYLES.get(verdict, ""))
-
-
-def ledger_table(entries: Sequence[LedgerEntry], title: str) -> Table:
-    """The decision ledger, newest first, failing gates highlighted."""
-    table = Table(title=title, title_justify="left")
-    for column in ("time", "step", "weight", "gate", "verdict", "value", "threshold", "samples"):
-        table.add_column(
-            column,
-            justify="right" if column in ("step", "weight", "samples") else "left",
-            no_wrap=True,
-        )
-    table.add_column("evidence", ratio=1, min_width=30)
-    for entry in reversed(entries):
-        table.add_row(
-            entry.time.strftime("%H:%M:%S"),
-            str(entry.step + 1),
-            f"{entry.weight}%",
-            entry.gate,
-            verdict_text(entry.verdict),
-            "-" if entry.value is None else f"{entry.value:.4g}",
-            "-" if entry.threshold is None else f"{entry.threshold:.4g}",
-            f"{entry.samples:.0f}",
-            Text(entry.message),
-        )
-    return table
 
 
 def print_variants_report(report: dict[str, Any], console: Console) -> None:

@@ -29,13 +29,13 @@ It does what the deployment controller, the kubelet and kube-proxy do, in the sm
   the ready pods its selector matches, as cluster DNS and kube-proxy would; the operator's probe
   and the traffic generator go through it.
 - **Prometheus**: every running pod is a file-SD scrape target of the given
-  :class:`~gelu_rollout.sandbox.prometheus.PrometheusServer`, labelled ``namespace``,
+  :class:`~gelu_lab.sandbox.prometheus.PrometheusServer`, labelled ``namespace``,
   ``rollout``, ``arm`` and ``pod``.
 
 Starting and stopping servers is blocking work (about 1.5 s to start, up to 3 s to stop), done
 in a thread pool so that many pods start at once and the event loop (which may serve the
 emulator itself) never waits. :meth:`PodRunner.stop` stops every server, whatever state it is
-in; the process registry of :mod:`gelu_rollout.sandbox.processes` is the last safety net.
+in; the process registry of :mod:`gelu_lab.sandbox.processes` is the last safety net.
 
 Simplifications: the container's ``args`` other than ``--model-repository`` are not passed on
 (the launcher sets the ports, ``--metrics-config=summary_latencies=true`` and loads every model
@@ -67,11 +67,11 @@ from typing import Any, Final, Literal, Self
 
 import aiohttp
 
+from gelu_lab.sandbox.api import ApiError, JsonObject, KubeApi, namespaced_path
+from gelu_lab.sandbox.prometheus import PrometheusServer, ScrapeTarget
+from gelu_lab.sandbox.triton import LOOPBACK, TritonInstall, TritonServer, find_triton
 from gelu_rollout.resources.names import LABEL_ARM, LABEL_MANAGED_BY, LABEL_ROLLOUT, MANAGED_BY
 from gelu_rollout.resources.workloads import CONTAINER_NAME, METRICS_PORT, MODEL_ROOT
-from gelu_rollout.sandbox.api import ApiError, JsonObject, KubeApi, namespaced_path
-from gelu_rollout.sandbox.prometheus import PrometheusServer, ScrapeTarget
-from gelu_rollout.sandbox.triton import LOOPBACK, TritonInstall, TritonServer, find_triton
 
 logger = logging.getLogger(__name__)
 

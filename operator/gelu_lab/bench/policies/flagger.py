@@ -53,9 +53,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from gelu_lab.bench.policies.base import Outcome
+from gelu_lab.bench.scenario import Scenario, deltas
 from gelu_rollout.analysis.observations import ArmObservation
-from gelu_rollout.bench.policies.base import Outcome
-from gelu_rollout.bench.scenario import Scenario, deltas
 
 
 def kl_divergence(

@@ -19,7 +19,7 @@ import yaml
 from rich.console import Console, RenderableType
 from rich.live import Live
 
-from gelu_rollout.demo.scenarios import (
+from gelu_lab.demo.scenarios import (
     ROLLOUT_NAME,
     Scenario,
     candidate_objects,
@@ -27,8 +27,8 @@ from gelu_rollout.demo.scenarios import (
     load_example,
     read_repository,
 )
-from gelu_rollout.sandbox.stack import sandbox
-from gelu_rollout.sandbox.traffic import TrafficGenerator
+from gelu_lab.sandbox.stack import sandbox
+from gelu_lab.sandbox.traffic import TrafficGenerator
 
 TERMINAL = ("Promoted", "RolledBack")
 

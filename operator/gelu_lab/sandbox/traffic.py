@@ -12,7 +12,7 @@ at a steady rate, for a bounded time or count, the way clients of the rollout wo
 
 The rollout and its HTTPRoute are read from the API every ``refresh_interval_s``; Services are
 resolved to pods by an :data:`EndpointResolver` such as
-:meth:`gelu_rollout.sandbox.pods.PodRunner.service_pods`. Successes and failures are counted per
+:meth:`gelu_lab.sandbox.pods.PodRunner.service_pods`. Successes and failures are counted per
 arm (the ``gelu.dev/arm`` label of the pod that was sent the request); a request with nowhere to
 go (no rollout yet, no ready pod, all weights 0) is counted as unrouted and not sent.
 
@@ -36,8 +36,8 @@ import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
 
+from gelu_lab.sandbox.api import KubeApi, namespaced_path
 from gelu_rollout.resources.names import LABEL_ARM, service_name
-from gelu_rollout.sandbox.api import KubeApi, namespaced_path
 from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
 from gelu_rollout.variants.catalog import INPUTS
 

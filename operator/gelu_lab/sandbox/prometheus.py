@@ -33,7 +33,7 @@ from typing import Any, Self
 
 import yaml
 
-from gelu_rollout.sandbox.processes import (
+from gelu_lab.sandbox.processes import (
     free_port,
     start_process,
     stop_process,

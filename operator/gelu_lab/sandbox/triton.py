@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from gelu_rollout.sandbox.processes import DIRECT, start_process, stop_process, wait_until_ready
+from gelu_lab.sandbox.processes import DIRECT, start_process, stop_process, wait_until_ready
 
 STUB_PYTHON: Final = "3.11"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")

@@ -1,6 +1,6 @@
-"""``gelu-rollout demo``: one generated rollout replayed through the state machine.
+"""``gelu-rollout replay``: one generated rollout replayed through the state machine.
 
-Until the local sandbox lands this shows the decision core on its own: the
+The decision core on its own, no sandbox: the
 stage, step and weight tick by tick, the gates' verdicts, the Events, and the
 decision ledger an on-call engineer would read in the resource's status.
 """
@@ -12,9 +12,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from gelu_rollout.bench.generate import FAULTS, _scenario
-from gelu_rollout.bench.policies.gelu import replay_decisions, spec_for
-from gelu_rollout.cli.render import ledger_table, verdict_text
+from gelu_lab.bench.generate import FAULTS, _scenario
+from gelu_lab.bench.policies.gelu import replay_decisions, spec_for
+from gelu_rollout.cli.status_view import ledger_table, verdict_text
 from gelu_rollout.rollout.evaluate import gate_names
 from gelu_rollout.spec.status import Stage
 
@@ -51,7 +51,7 @@ def run_demo(kind: str, seed: int, console: Console) -> int:
         )
     console.print(ticks)
     assert final is not None
-    console.print(ledger_table(final.ledger[-12:], "Decision ledger (newest first)"))
+    console.print(ledger_table({"status": final.to_dict()}, limit=12))
     finished = final.condition(final.stage.value)
     reason = f" ({finished.reason})" if finished is not None else ""
     console.print(

@@ -1,0 +1,1 @@
+"""The lab the operator is tested and shown in: sandbox, demo, benchmarks."""

@@ -1,0 +1,172 @@
+"""The lab's commands, added to ``gelu-rollout`` as a plugin: demo, replay, bench."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gelu_lab.bench.decisions import benchmark
+from gelu_lab.bench.generate import generate_suite
+from gelu_lab.bench.report import print_bench_report, print_variants_report
+from gelu_lab.bench.scenario import ScenarioError, load_scenarios, save_scenarios
+from gelu_lab.bench.variants import benchmark_variants
+from gelu_lab.demo.replay import run_demo
+from gelu_lab.demo.run import run_scenario
+from gelu_lab.demo.scenarios import SCENARIOS
+from gelu_lab.demo.view import live_view, print_summary
+from gelu_lab.sandbox.prometheus import PrometheusNotInstalledError
+from gelu_lab.sandbox.triton import TritonStartError, TritonUnavailableError
+from gelu_rollout.cli.output import fail, out
+
+bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+app = typer.Typer()
+app.add_typer(bench_app, name="bench")
+
+
+def register(target: typer.Typer) -> None:
+    """Add the lab's commands to the ``gelu-rollout`` app (the plugin's entry point)."""
+    target.registered_commands.extend(app.registered_commands)
+    target.registered_groups.extend(app.registered_groups)
+
+
+@bench_app.command("decisions")
+def bench_decisions(
+    scenarios: Annotated[
+        Path | None,
+        typer.Option(help="Run the scenario files (*.json) in this folder instead of generating."),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
+    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
+) -> None:
+    """False rollbacks, detection and delay: gelu-rollout vs Flagger- and Kayenta-style."""
+
+    try:
+        suite = (
+            load_scenarios(scenarios)
+            if scenarios is not None
+            else generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+        )
+    except ScenarioError as error:
+        raise fail(str(error)) from None
+    report = benchmark(suite, workers=workers)
+    report["source"] = str(scenarios) if scenarios is not None else f"generated (seed {seed})"
+    print_bench_report(report, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        out.print(f"report written to {json_path}")
+
+
+@bench_app.command("variants")
+def bench_variants(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    requests_batch1: Annotated[
+        int, typer.Option(min=50, help="Batch-1 requests per variant for the latency figures.")
+    ] = 500,
+    requests_batch64: Annotated[
+        int, typer.Option(min=10, help="Batch-64 requests per variant for the throughput figures.")
+    ] = 200,
+) -> None:
+    """Every GELU variant on a real Triton: accuracy, KL, NaNs, latency and throughput."""
+
+    try:
+        with out.status("starting Triton") as status:
+            report = benchmark_variants(
+                requests_batch1=requests_batch1,
+                requests_batch64=requests_batch64,
+                progress=status.update,
+            )
+    except (TritonUnavailableError, TritonStartError) as error:
+        raise fail(str(error)) from None
+    print_variants_report(report, out)
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise fail(f"cannot write {json_path}: {error}") from None
+        out.print(f"report written to {json_path}")
+
+
+@bench_app.command("scenarios")
+def bench_scenarios(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the scenario files into.")],
+    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
+    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+) -> None:
+    """Write the generated scenario suite as JSON files (docs/scenario-format.md)."""
+
+    suite = generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+    save_scenarios(suite, directory)
+    out.print(f"{len(suite)} scenarios written to {directory}")
+
+
+@app.command()
+def demo(
+    scenario: Annotated[
+        str, typer.Option(help="healthy, nan, latency, errors or drift.")
+    ] = "healthy",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the outcome, timings and ledger here.")
+    ] = None,
+    candidate_repository: Annotated[
+        Path | None,
+        typer.Option(
+            help="Roll out this Triton model repository (one model, same inputs and outputs "
+            "as the GELU block) as the candidate instead of the scenario's."
+        ),
+    ] = None,
+    example: Annotated[Path, typer.Option(help="The rollout to apply.")] = Path(
+        "examples/rollout.yaml"
+    ),
+    timeout_seconds: Annotated[float, typer.Option(min=30, help="Give up after this long.")] = 170,
+) -> None:
+    """Run a rollout end to end on the local sandbox: API, Triton pods, Prometheus, operator."""
+
+    chosen = SCENARIOS.get(scenario)
+    if chosen is None:
+        raise fail(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    out.print(f"[bold]sandbox demo[/bold]: {chosen.summary}")
+    try:
+        result = asyncio.run(
+            run_scenario(
+                chosen,
+                example=example,
+                repository=candidate_repository,
+                timeout_s=timeout_seconds,
+                view=lambda rollout, traffic: live_view(chosen, rollout, traffic),
+                console=out,
+            )
+        )
+    except (TritonUnavailableError, PrometheusNotInstalledError, ValueError, OSError) as error:
+        raise fail(str(error)) from None
+    except KeyboardInterrupt:
+        typer.echo("\ninterrupted: the sandbox was stopped and cleaned up", err=True)
+        raise typer.Exit(130) from None
+    print_summary(result, out)
+    if json_path is not None:
+        json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        out.print(f"result written to {json_path}")
+    raise typer.Exit(0 if result.outcome in ("Promoted", "RolledBack") else 1)
+
+
+@app.command()
+def replay(
+    scenario: Annotated[
+        str, typer.Option(help="healthy, or a fault kind such as nan-burst or errors-10x.")
+    ] = "healthy",
+    seed: Annotated[int, typer.Option(help="Seed of the generated scenario.")] = 7,
+) -> None:
+    """Replay one generated rollout through the state machine alone and show its decisions."""
+
+    try:
+        code = run_demo(scenario, seed, out)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    raise typer.Exit(code)
