@@ -9,6 +9,7 @@ from typing import Any
 from gelu_rollout.analysis.burn_rate import required_window_seconds
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
 from gelu_rollout.analysis.verdict import GateResult
+from gelu_rollout.resources.desired import arm_replicas, candidate_traffic_weight
 from gelu_rollout.rollout.decide import Decision, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
 from gelu_rollout.rollout.observations import Observations
@@ -112,3 +113,13 @@ class Driver:
             else decision.status
         )
         return decision
+
+
+def candidate_replicas(spec: RolloutSpec, decision: Decision) -> int:
+    """How many candidate pods the operator renders for the status ``decision`` returned."""
+    return arm_replicas(spec, decision.status)[1]
+
+
+def traffic_weight(decision: Decision) -> int:
+    """The candidate's share of traffic the operator renders for ``decision``'s status."""
+    return candidate_traffic_weight(decision.status)

@@ -3,8 +3,8 @@
 The imperative shell around :func:`gelu_rollout.rollout.decide.decide`. It reads the world
 through the adapters (Kubernetes, Prometheus, Triton), lets ``decide`` choose, makes the owned
 resources match the status ``decide`` returned, and hands the status and Events back to the
-Kopf handler to write. Blocking adapter calls run in worker threads so one slow rollout never
-stalls another.
+Kopf handler to write. Kubernetes calls are asynchronous; the blocking Prometheus queries run
+in worker threads, so one slow rollout never stalls another.
 """
 
 from __future__ import annotations
@@ -18,6 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from gelu_rollout.adapters.kube import KubeClient
+from gelu_rollout.adapters.kube.kinds import (
+    CONFIG_MAP,
+    DEPLOYMENT,
+    HTTP_ROUTE,
+    OWNED_KINDS,
+    kind_of,
+)
 from gelu_rollout.adapters.prometheus.observer import Observer
 from gelu_rollout.adapters.triton import run_probe
 from gelu_rollout.analysis.burn_rate import required_window_seconds
@@ -41,10 +48,10 @@ from gelu_rollout.resources.names import (
 )
 from gelu_rollout.resources.traffic import route_backends_patch
 from gelu_rollout.resources.workloads import HTTP_PORT
-from gelu_rollout.rollout.actions import EmitEvent
 from gelu_rollout.rollout.conditions import ConditionType, Reason, set_condition
 from gelu_rollout.rollout.decide import AnalysisState, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
+from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, ManualRequest, parse_request
 from gelu_rollout.spec.model import RolloutSpec
@@ -52,9 +59,6 @@ from gelu_rollout.spec.parse import SpecError, parse_spec, parse_status
 from gelu_rollout.spec.status import RolloutStatus, Stage
 
 log = logging.getLogger(__name__)
-
-OWNED_KINDS = (("v1", "ConfigMap"), ("apps/v1", "Deployment"), ("v1", "Service"))
-HTTPROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 
 
 class EndpointResolver(Protocol):
@@ -118,7 +122,7 @@ class Controller:
             )
             status = RolloutStatus()
         owner = OwnerRef.from_body(body)
-        repositories, problem = await asyncio.to_thread(self._repositories, spec, namespace)
+        repositories, problem = await self._repositories(spec, namespace)
         if repositories is None:
             return self._not_ready(raw_status, Reason.REPOSITORY_MISSING, problem, generation)
 
@@ -137,7 +141,7 @@ class Controller:
             decision = decide(spec, status, observations, now, generation=generation)
             status, results = decision.status, decision.results
             events.extend(decision.events)
-        world = await asyncio.to_thread(self._apply, owner, spec, status, repositories)
+        world = await self._apply(owner, spec, status, repositories)
         status = status.model_copy(
             update={
                 "conditions": set_condition(
@@ -163,7 +167,7 @@ class Controller:
 
     # -- observe ---------------------------------------------------------------------------
 
-    def _repositories(
+    async def _repositories(
         self, spec: RolloutSpec, namespace: str
     ) -> tuple[ArmRepositories | None, str]:
         config_maps: dict[str, Mapping[str, str]] = {}
@@ -171,7 +175,7 @@ class Controller:
             if arm.repository is None:
                 continue
             cm_name = arm.repository.config_map_name
-            live = self.kube.get("v1", "ConfigMap", namespace, cm_name)
+            live = await self.kube.get(CONFIG_MAP, namespace, cm_name)
             if live is None:
                 return (
                     None,
@@ -234,7 +238,7 @@ class Controller:
         """The probe's result once both arms have a ready pod; None while they start."""
         if not spec.analysis.probe.enabled:
             return None
-        ready = await asyncio.to_thread(self._arms_ready, namespace, name)
+        ready = await self._arms_ready(namespace, name)
         if not ready:
             return None
         baseline = self.endpoints(namespace, service_name(name, "baseline"))
@@ -247,20 +251,21 @@ class Controller:
             spec.model.name,
             rows=spec.analysis.probe.rows,
             max_abs_error=spec.analysis.probe.max_abs_error,
+            max_latency_ratio=spec.analysis.probe.max_latency_ratio,
             timeout_s=self.probe_timeout_seconds,
         )
         return outcome if isinstance(outcome, GateResult) else outcome.result
 
-    def _arms_ready(self, namespace: str, name: str) -> bool:
+    async def _arms_ready(self, namespace: str, name: str) -> bool:
         for arm in ("baseline", "candidate"):
-            live = self.kube.get("apps/v1", "Deployment", namespace, deployment_name(name, arm))
+            live = await self.kube.get(DEPLOYMENT, namespace, deployment_name(name, arm))
             if live is None or not _deployment_ready(live):
                 return False
         return True
 
     # -- act ---------------------------------------------------------------------------------
 
-    def _apply(
+    async def _apply(
         self,
         owner: OwnerRef,
         spec: RolloutSpec,
@@ -271,18 +276,18 @@ class Controller:
         # One list per owned kind serves the whole tick: applying, pruning, readiness.
         existing = {
             _key(obj): obj
-            for api_version, kind in OWNED_KINDS
-            for obj in self.kube.list(
-                api_version, kind, owner.namespace, owned_selector(owner.name)
-            )
+            for kind in OWNED_KINDS
+            for obj in await self.kube.list(kind, owner.namespace, owned_selector(owner.name))
         }
+        # Server-side apply every tick: the API server makes an unchanged object a no-op, and
+        # drops the fields the operator set before and no longer renders.
         for obj in desired:
-            self.kube.reconcile(obj, existing.get(_key(obj)))
+            existing[_key(obj)] = await self.kube.apply(obj)
         for stale in stale_objects(owner, existing.values(), desired):
-            self.kube.delete(*_key(stale)[:2], owner.namespace, _key(stale)[2])
+            await self.kube.delete(kind_of(stale), owner.namespace, _key(stale)[2])
         if spec.traffic.mode == "HTTPRoute" and spec.traffic.http_route_name is not None:
             route_name = spec.traffic.http_route_name
-            route: Mapping[str, Any] | None = self.kube.get(*HTTPROUTE, owner.namespace, route_name)
+            route = await self.kube.get(HTTP_ROUTE, owner.namespace, route_name)
             if route is None:
                 return World(
                     False,
@@ -291,8 +296,9 @@ class Controller:
                     "not found",
                 )
             patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
+            # The route is the user's: patch only its backends' weights, never own it whole.
             if needs_apply(patch, route):
-                self.kube.merge_patch(*HTTPROUTE, owner.namespace, route_name, patch)
+                await self.kube.merge_patch(HTTP_ROUTE, owner.namespace, route_name, patch)
         waiting = [
             obj["metadata"]["name"]
             for obj in desired

@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from gelu_rollout.adapters.kube import Login
 from gelu_rollout.controller import Controller
 from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
 
@@ -19,9 +20,10 @@ log = logging.getLogger(__name__)
 
 
 def build_registry(
-    controller: Controller, *, tick_seconds: float, login: Any = None
+    controller: Controller, *, tick_seconds: float, login: Login | None = None
 ) -> kopf.OperatorRegistry:
-    """The operator's handlers, bound to ``controller``; ``login`` replaces Kopf's login."""
+    """The operator's handlers, bound to ``controller``; Kopf logs in with ``login`` (the
+    controller's client does too) instead of its own guess at the cluster."""
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -34,7 +36,10 @@ def build_registry(
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
 
     if login is not None:
-        kopf.on.login(registry=registry)(login)
+
+        @kopf.on.login(registry=registry)
+        def credentials(**_: Any) -> kopf.ConnectionInfo:
+            return login()
 
     @kopf.timer(GROUP, VERSION, PLURAL, interval=tick_seconds, initial_delay=0, registry=registry)
     async def tick(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:

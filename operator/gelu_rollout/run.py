@@ -6,12 +6,10 @@ import asyncio
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import kopf
-from kubernetes import client as k8s
 
-from gelu_rollout.adapters.kube import KubeClient, api_client
+from gelu_rollout.adapters.kube import KubeClient, login_for
 from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
 from gelu_rollout.controller import Controller, EndpointResolver, cluster_dns
 from gelu_rollout.handlers import build_registry
@@ -34,28 +32,6 @@ class OperatorConfig:
     peering: bool = False
 
 
-def _login(configuration: k8s.Configuration) -> Any:
-    """A Kopf login handler for the same cluster the Kubernetes adapter talks to."""
-
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        token = configuration.api_key.get("authorization") or configuration.api_key.get(
-            "BearerToken"
-        )
-        if token and token.lower().startswith("bearer "):
-            token = token[len("bearer ") :]
-        return kopf.ConnectionInfo(
-            server=configuration.host,
-            ca_path=configuration.ssl_ca_cert,
-            insecure=not configuration.verify_ssl,
-            token=token or None,
-            certificate_path=configuration.cert_file,
-            private_key_path=configuration.key_file,
-            default_namespace="default",
-        )
-
-    return login
-
-
 async def run_operator(
     config: OperatorConfig,
     *,
@@ -65,7 +41,8 @@ async def run_operator(
     metrics: OperatorMetrics | None = None,
 ) -> None:
     """Run until ``stop_flag`` is set (or the process is signalled)."""
-    client = api_client(config.kubeconfig, config.context)
+    # One login for Kopf and the operator's client: Kopf calls it as its login handler.
+    login = login_for(config.kubeconfig, config.context)
     metrics = metrics or OperatorMetrics()
     if config.metrics_port is not None:
         metrics.serve(config.metrics_port, config.bind_address)
@@ -74,24 +51,26 @@ async def run_operator(
         config.prometheus_timeout_seconds,
         scrape_interval_seconds=config.scrape_interval_seconds,
     ) as observer:
-        controller = Controller(KubeClient(client), observer, endpoints, metrics)
-        registry = build_registry(
-            controller, tick_seconds=config.tick_seconds, login=_login(client.configuration)
-        )
+        kube = KubeClient(login)
+        controller = Controller(kube, observer, endpoints, metrics)
+        registry = build_registry(controller, tick_seconds=config.tick_seconds, login=login)
         liveness = (
             f"http://{config.bind_address}:{config.liveness_port}/healthz"
             if config.liveness_port is not None
             else None
         )
-        await kopf.operator(
-            registry=registry,
-            clusterwide=not config.namespaces,
-            namespaces=list(config.namespaces),
-            standalone=not config.peering,
-            liveness_endpoint=liveness,
-            stop_flag=stop_flag,
-            ready_flag=ready_flag,
-        )
+        try:
+            await kopf.operator(
+                registry=registry,
+                clusterwide=not config.namespaces,
+                namespaces=list(config.namespaces),
+                standalone=not config.peering,
+                liveness_endpoint=liveness,
+                stop_flag=stop_flag,
+                ready_flag=ready_flag,
+            )
+        finally:
+            await kube.close()
 
 
 def configure_logging(verbose: bool) -> None:

@@ -25,7 +25,7 @@ from rich.text import Text
 from typer.testing import CliRunner, Result
 
 from gelu_lab.sandbox.stack import Sandbox, sandbox
-from gelu_rollout.adapters.kube import PLURALS, KubeClient, KubeError, resource_path
+from gelu_rollout.adapters.kube import Kind, KubeClient, KubeError, login_for
 from gelu_rollout.cli.kubectl import (
     CliError,
     Cluster,
@@ -231,21 +231,6 @@ def test_ages_read_like_kubectl(seconds: float, expected: str) -> None:
     assert human_duration(seconds) == expected
 
 
-def test_gelumodelrollout_paths_including_all_namespaces() -> None:
-    assert PLURALS[("gelu.dev/v1alpha1", "GeluModelRollout")] == "gelumodelrollouts"
-    assert (
-        resource_path("gelu.dev/v1alpha1", "GeluModelRollout", "ns", "x")
-        == "/apis/gelu.dev/v1alpha1/namespaces/ns/gelumodelrollouts/x"
-    )
-    assert (
-        resource_path("gelu.dev/v1alpha1", "GeluModelRollout", None)
-        == "/apis/gelu.dev/v1alpha1/gelumodelrollouts"
-    )
-    assert resource_path("v1", "ConfigMap", None) == "/api/v1/configmaps"
-    with pytest.raises(ValueError, match="within a namespace"):
-        resource_path("v1", "ConfigMap", None, "x")
-
-
 def test_requests_apply_only_where_the_operator_acts_on_them() -> None:
     assert refusal(RequestKind.PROMOTE, "x", Stage.PROGRESSING) is None
     assert refusal(RequestKind.PROMOTE, "x", Stage.PAUSED) is None
@@ -268,9 +253,12 @@ class ScriptedClient(KubeClient):
     """Answers each ``get`` with the next of ``answers``: an object, None (gone) or an error."""
 
     def __init__(self, answers: list[dict[str, Any] | Exception | None]) -> None:
+        super().__init__(login_for())  # never logs in: every answer is scripted
         self.answers = answers
 
-    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    async def get(
+        self, kind: Kind, namespace: str | None, name: str, *, subresource: str | None = None
+    ) -> dict[str, Any] | None:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -286,7 +274,8 @@ def test_watch_redraws_in_place_in_a_terminal_through_api_blips() -> None:
     client = ScriptedClient([PROGRESSING, KubeError(503, "the server is busy"), ROLLED_BACK])
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, width=160, height=60)
-    assert watch_rollout(Cluster(client, "prod"), "gelu", console, 0) is Stage.ROLLED_BACK
+    outcome = asyncio.run(watch_rollout(Cluster(client, "prod"), "gelu", console, 0))
+    assert outcome is Stage.ROLLED_BACK
     out = buffer.getvalue()
     assert out.count("\x1b[2K") > 10  # lines erased to redraw in place
     assert "progressing: step 2/3 at 25%" in out
@@ -301,12 +290,13 @@ def test_a_plain_watch_prints_each_new_summary_and_fails_when_the_rollout_goes(
     client = ScriptedClient([PROGRESSING, PROGRESSING, None])
     console = Console(file=io.StringIO(), force_terminal=False)
     with pytest.raises(CliError, match='gelumodelrollouts "gelu" not found'):
-        watch_rollout(Cluster(client, "prod"), "gelu", console, 0)
+        asyncio.run(watch_rollout(Cluster(client, "prod"), "gelu", console, 0))
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     assert lines[0].endswith(" progressing: step 2/3 at 25%")
+    refused = ScriptedClient([KubeError(403, "forbidden")])
     with pytest.raises(KubeError):
-        watch_rollout(Cluster(ScriptedClient([KubeError(403, "forbidden")]), "p"), "g", console, 0)
+        asyncio.run(watch_rollout(Cluster(refused, "p"), "g", console, 0))
 
 
 def write_kubeconfig(path: Path, server: str) -> Path:

@@ -8,10 +8,11 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from gelu_lab.sandbox.api import KubeApi, namespaced_path
+from gelu_lab.sandbox.login import emulator_login
+from gelu_rollout.adapters.kube import KubeClient
 from gelu_rollout.resources.desired import desired_resources, repositories_for
 from gelu_rollout.resources.names import OwnerRef
-from gelu_rollout.spec import API_VERSION, GROUP, KIND, PLURAL, VERSION, RolloutSpec, parse_spec
+from gelu_rollout.spec import API_VERSION, KIND, RolloutSpec, parse_spec
 from gelu_rollout.spec.status import RolloutStatus
 
 NAMESPACE = "default"
@@ -19,18 +20,10 @@ MODEL = "gelu_mlp"
 
 T = TypeVar("T")
 
-_COLLECTIONS = {
-    "ConfigMap": ("/api/v1", "configmaps"),
-    "Service": ("/api/v1", "services"),
-    "Deployment": ("/apis/apps/v1", "deployments"),
-    "HTTPRoute": ("/apis/gateway.networking.k8s.io/v1", "httproutes"),
-    KIND: (f"/apis/{GROUP}/{VERSION}", PLURAL),
-}
 
-
-def object_path(kind: str, name: str = "", namespace: str = NAMESPACE) -> str:
-    prefix, plural = _COLLECTIONS[kind]
-    return namespaced_path(prefix, plural, namespace, name)
+def emulator_client(url: str) -> KubeClient:
+    """The operator's client, logged in to the API emulator at ``url``."""
+    return KubeClient(emulator_login(url))
 
 
 def rollout_manifest(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -43,19 +36,19 @@ def rollout_manifest(name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def create_rollout(
-    api: KubeApi, name: str, spec: Mapping[str, Any], status: RolloutStatus | None = None
+    kube: KubeClient, name: str, spec: Mapping[str, Any], status: RolloutStatus | None = None
 ) -> tuple[OwnerRef, RolloutSpec, list[dict[str, Any]]]:
     """Create the rollout object and every object the operator would render for it.
 
     The objects are owned by the rollout (its real uid: the API server collects objects
     whose owner does not exist).
     """
-    created = await api.create(object_path(KIND), rollout_manifest(name, spec))
+    created = await kube.create(rollout_manifest(name, spec))
     owner = OwnerRef.from_body(created)
     parsed = parse_spec(created)
     objects = desired_resources(owner, parsed, status or RolloutStatus(), repositories_for(parsed))
     for obj in objects:
-        await api.create(object_path(obj["kind"]), obj)
+        await kube.create(obj)
     return owner, parsed, objects
 
 

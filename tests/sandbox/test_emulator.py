@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,12 +17,11 @@ import pytest
 import pytest_asyncio
 import yaml
 
+from gelu_lab.sandbox import emulator as emulator_module
 from gelu_lab.sandbox.emulator import (
     EmulatorServer,
     SandboxEmulator,
-    merge_patch,
     serve_emulator,
-    strategic_merge_patch,
     write_kubeconfig,
 )
 
@@ -32,6 +32,9 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/default/deployments"
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+SERVICES = "/api/v1/namespaces/default/services"
+OPERATOR = "gelu-rollout"
 
 Json = dict[str, Any]
 
@@ -108,8 +111,41 @@ def owner_reference(owner: Json) -> Json:
     }
 
 
+def service(name: str, **selector: str) -> Json:
+    spec: Json = {"ports": [{"port": 8000, "targetPort": 8000}]}
+    if selector:
+        spec["selector"] = selector
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec}
+
+
 def rv(obj: Json) -> int:
     return int(obj["metadata"]["resourceVersion"])
+
+
+async def apply(
+    api: Api,
+    path: str,
+    body: Json | str,
+    *,
+    manager: str | None = OPERATOR,
+    force: str | None = None,
+) -> tuple[int, Json]:
+    """A server-side apply as a client sends it on the wire (a str body goes as it is)."""
+    params = {} if manager is None else {"fieldManager": manager}
+    if force is not None:
+        params["force"] = force
+    data = body if isinstance(body, str) else json.dumps(body)
+    headers = {"Content-Type": APPLY_PATCH}
+    async with api.session.patch(path, params=params, data=data, headers=headers) as response:
+        return response.status, await response.json(content_type=None)
+
+
+def owners(obj: Json) -> dict[tuple[str, str], Json]:
+    """The ``fieldsV1`` of each (manager, operation) in ``metadata.managedFields``."""
+    return {
+        (entry["manager"], entry["operation"]): entry["fieldsV1"]
+        for entry in obj["metadata"].get("managedFields", [])
+    }
 
 
 @pytest_asyncio.fixture
@@ -145,36 +181,6 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0) -> Any:
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
     return result
-
-
-def test_merge_patch_follows_rfc_7386() -> None:
-    target = {"a": {"b": 1, "c": 2}, "l": [1, 2], "s": "x"}
-    patch = {"a": {"b": None, "d": 3}, "l": [3], "s": {"now": "object"}}
-    assert merge_patch(target, patch) == {"a": {"c": 2, "d": 3}, "l": [3], "s": {"now": "object"}}
-    assert target == {"a": {"b": 1, "c": 2}, "l": [1, 2], "s": "x"}  # untouched
-
-
-def test_strategic_merge_patch_merges_lists_by_key_and_drops_directives() -> None:
-    target = {
-        "containers": [{"name": "a", "image": "1"}, {"name": "b", "image": "1"}],
-        "args": ["x", "y"],
-        "finalizers": ["f1", "f2"],
-    }
-    patch = {
-        "$setElementOrder/containers": [{"name": "a"}, {"name": "c"}],
-        "containers": [
-            {"name": "a", "image": "2"},
-            {"name": "b", "$patch": "delete"},
-            {"name": "c"},
-        ],
-        "args": ["z"],
-        "$deleteFromPrimitiveList/finalizers": ["f1"],
-    }
-    assert strategic_merge_patch(target, patch) == {
-        "containers": [{"name": "a", "image": "2"}, {"name": "c"}],
-        "args": ["z"],
-        "finalizers": ["f2"],
-    }
 
 
 @pytest.mark.asyncio
@@ -542,6 +548,280 @@ async def test_discovery_and_crds_serve_resources(api: Api) -> None:
     )
     status, _ = await api.call("GET", widgets)
     assert status == 404
+
+
+@pytest.mark.asyncio
+async def test_apply_creates_and_the_same_apply_again_is_no_write(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    intent = deployment("d1", {"name": "a", "image": "1"})
+    status, created = await apply(api, f"{DEPLOYMENTS}/d1", intent, force="true")
+    assert status == 201
+    meta = created["metadata"]
+    assert (meta["namespace"], meta["generation"]) == ("default", 1)
+    assert meta["uid"]
+    assert meta["creationTimestamp"].endswith("Z")
+    assert meta["managedFields"] == [
+        {
+            "manager": OPERATOR,
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "time": meta["creationTimestamp"],
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {
+                "f:metadata": {"f:labels": {"f:app": {}}},
+                "f:spec": {
+                    "f:replicas": {},
+                    "f:selector": {"f:matchLabels": {"f:app": {}}},
+                    "f:template": {
+                        "f:metadata": {"f:labels": {"f:app": {}}},
+                        "f:spec": {"f:containers": {}},
+                    },
+                },
+            },
+        }
+    ]
+    assert await api.ok("GET", f"{DEPLOYMENTS}/d1") == created
+
+    # Later (the clock has moved on), the same intent, in JSON and in YAML: nothing changes.
+    later = "2099-01-01T00:00:00Z"
+    monkeypatch.setattr(emulator_module, "_now", lambda: later)
+    for body in (intent, yaml.safe_dump(intent)):
+        assert await apply(api, f"{DEPLOYMENTS}/d1", body, force="true") == (200, created)
+
+    changed = copy.deepcopy(intent)
+    changed["spec"]["replicas"] = 2
+    status, scaled = await apply(api, f"{DEPLOYMENTS}/d1", changed, force="true")
+    assert status == 200
+    assert (rv(scaled), scaled["metadata"]["generation"]) == (rv(created) + 1, 2)
+    assert scaled["metadata"]["managedFields"][0]["time"] == later
+
+    # The no-op applies left no event: the first one after the creation is the change.
+    since = created["metadata"]["resourceVersion"]
+    async with api.session.get(f"{DEPLOYMENTS}?watch=true&resourceVersion={since}") as response:
+        event = json.loads(await response.content.readline())
+    assert (event["type"], rv(event["object"])) == ("MODIFIED", rv(scaled))
+
+
+@pytest.mark.asyncio
+async def test_apply_removes_a_selector_key_the_manager_dropped(api: Api) -> None:
+    path = f"{SERVICES}/s1"
+    status, _ = await apply(api, path, service("s1", app="gelu", track="canary"), force="true")
+    assert status == 201
+    # Another client labels the Service: that label is not the operator's to remove.
+    await api.ok(
+        "PATCH", f"{path}?fieldManager=labeller", {"metadata": {"labels": {"a": "b"}}}, MERGE
+    )
+
+    status, applied = await apply(api, path, service("s1", app="gelu"), force="true")
+    assert status == 200
+    assert applied["spec"]["selector"] == {"app": "gelu"}
+    assert applied["metadata"]["labels"] == {"a": "b"}
+    assert owners(applied)[OPERATOR, "Apply"]["f:spec"]["f:selector"] == {"f:app": {}}
+    assert applied["metadata"]["generation"] == 2
+
+    # A key that another manager applied too stays until both of them have dropped it.
+    await apply(api, path, service("s1", app="gelu", track="stable"), force="true")
+    mesh = {**service("s1"), "spec": {"selector": {"track": "stable"}}}
+    assert (await apply(api, path, mesh, manager="mesh"))[0] == 200  # same value: no conflict
+    _, kept = await apply(api, path, service("s1", app="gelu"), force="true")
+    assert kept["spec"]["selector"] == {"app": "gelu", "track": "stable"}
+    _, dropped = await apply(api, path, {**service("s1"), "spec": {}}, manager="mesh")
+    assert dropped["spec"]["selector"] == {"app": "gelu"}
+    assert ("mesh", "Apply") not in owners(dropped)
+
+
+@pytest.mark.asyncio
+async def test_apply_conflicts_with_another_manager_unless_forced(api: Api) -> None:
+    path = f"{CONFIGMAPS}/c1"
+    status, created = await apply(api, path, configmap("c1", app="one"))
+    assert status == 201
+    theirs = {**configmap("c1"), "data": {"k": "other"}}
+    theirs["metadata"].pop("labels")
+
+    for force in (None, "false"):
+        status, error = await apply(api, path, theirs, manager="helm", force=force)
+        assert (status, error["reason"]) == (409, "Conflict")
+        assert error["message"] == (
+            f'Apply failed with 1 conflict: conflict with "{OPERATOR}": .data.k'
+        )
+        assert error["details"]["causes"] == [
+            {
+                "type": "FieldManagerConflict",
+                "message": f'conflict with "{OPERATOR}"',
+                "field": ".data.k",
+            }
+        ]
+    assert await api.ok("GET", path) == created
+
+    status, forced = await apply(api, path, theirs, manager="helm", force="true")
+    assert status == 200
+    assert forced["data"] == {"k": "other"}
+    assert owners(forced) == {
+        (OPERATOR, "Apply"): {"f:metadata": {"f:labels": {"f:app": {}}}},
+        ("helm", "Apply"): {"f:data": {"f:k": {}}},
+    }
+    status, error = await apply(api, path, configmap("c1", app="one"))
+    assert (status, error["details"]["causes"][0]["message"]) == (409, 'conflict with "helm"')
+
+
+@pytest.mark.asyncio
+async def test_an_update_takes_fields_so_a_later_apply_conflicts(api: Api) -> None:
+    path = f"{DEPLOYMENTS}/d1"
+    intent = deployment("d1", {"name": "a", "image": "1"})
+    await apply(api, path, intent)
+    scaled = await api.patch(f"{path}?fieldManager=hpa", {"spec": {"replicas": 5}})
+    assert owners(scaled)["hpa", "Update"] == {"f:spec": {"f:replicas": {}}}
+    assert "f:replicas" not in owners(scaled)[OPERATOR, "Apply"]["f:spec"]
+
+    status, error = await apply(api, path, intent)
+    assert (status, error["reason"]) == (409, "Conflict")
+    assert error["message"] == (
+        'Apply failed with 1 conflict: conflict with "hpa" using apps/v1: .spec.replicas'
+    )
+    # The value that is there already is no conflict: the field is shared.
+    same = copy.deepcopy(intent)
+    same["spec"]["replicas"] = 5
+    status, shared = await apply(api, path, same)
+    assert (status, rv(shared) > rv(scaled)) == (200, True)  # ownership changed: a write
+    assert shared["metadata"]["generation"] == scaled["metadata"]["generation"]
+
+    status, forced = await apply(api, path, intent, force="true")
+    assert status == 200
+    assert forced["spec"]["replicas"] == 1
+    assert ("hpa", "Update") not in owners(forced)
+
+
+@pytest.mark.asyncio
+async def test_other_writes_record_their_manager_and_managed_fields_are_the_servers(
+    api: Api,
+) -> None:
+    created = await api.create(f"{CONFIGMAPS}?fieldManager=kubectl-create", configmap("c1", a="1"))
+    (entry,) = created["metadata"]["managedFields"]
+    assert entry == {
+        "manager": "kubectl-create",
+        "operation": "Update",
+        "apiVersion": "v1",
+        "time": entry["time"],
+        "fieldsType": "FieldsV1",
+        "fieldsV1": {"f:data": {"f:k": {}}, "f:metadata": {"f:labels": {"f:a": {}}}},
+    }
+    # Without a fieldManager, the manager is the client's User-Agent up to its first "/".
+    patched = await api.patch(
+        f"{CONFIGMAPS}/c1", [{"op": "add", "path": "/data/j", "value": "w"}], JSON_PATCH
+    )
+    assert owners(patched)["Python", "Update"] == {"f:data": {"f:j": {}}}
+
+    forged = copy.deepcopy(patched)
+    forged["metadata"]["managedFields"] = [{"manager": "forged", "operation": "Apply"}]
+    forged["data"]["k"] = "v2"
+    put = await api.ok("PUT", f"{CONFIGMAPS}/c1?fieldManager=editor", forged)
+    assert owners(put) == {
+        ("kubectl-create", "Update"): {"f:metadata": {"f:labels": {"f:a": {}}}},
+        ("Python", "Update"): {"f:data": {"f:j": {}}},
+        ("editor", "Update"): {"f:data": {"f:k": {}}},
+    }
+    # A body that only rewrites managedFields changes nothing.
+    forged = {**put, "metadata": {**put["metadata"], "managedFields": []}}
+    assert await api.ok("PUT", f"{CONFIGMAPS}/c1", forged) == put
+
+
+@pytest.mark.asyncio
+async def test_apply_refuses_what_the_real_server_refuses(api: Api) -> None:
+    path = f"{DEPLOYMENTS}/d1"
+    intent = deployment("d1", {"name": "a", "image": "1"})
+
+    status, error = await apply(api, path, intent, manager=None)
+    assert (status, error["reason"]) == (422, "Invalid")  # the real server's answer, not 400
+    assert error["message"] == (
+        'PatchOptions.meta.k8s.io "" is invalid: '
+        "fieldManager: Required value: is required for apply patch"
+    )
+    status, error = await api.call("PATCH", f"{path}?force=true", {"spec": {}}, MERGE)
+    assert (status, error["reason"]) == (422, "Invalid")
+
+    wrong_kind = {**intent, "kind": "Service"}
+    wrong_version = {**intent, "apiVersion": "apps/v1beta1"}
+    other_name = {**intent, "metadata": {"name": "d2"}}
+    other_namespace = {**intent, "metadata": {"name": "d1", "namespace": "other"}}
+    with_managed_fields = {**intent, "metadata": {"name": "d1", "managedFields": []}}
+    cases: list[tuple[Json | str, str]] = [
+        (wrong_kind, "invalid object type: apps/v1, Kind=Service"),
+        (wrong_version, "invalid object type: apps/v1beta1, Kind=Deployment"),
+        (other_name, "the name of the object (d2) does not match the name on the URL (d1)"),
+        (other_namespace, "the namespace of the object (other) does not match"),
+        (with_managed_fields, "metadata.managedFields must be nil"),
+        ("- a list\n- of things\n", "error decoding YAML"),
+        ("kind: [unclosed", "error decoding YAML"),
+    ]
+    for body, message in cases:
+        status, error = await apply(api, path, body, force="true")
+        assert (status, error["reason"]) == (400, "BadRequest"), body
+        assert error["message"].startswith(message), (error["message"], message)
+    status, error = await apply(api, f"{CONFIGMAPS}/c1", {**configmap("c1"), "kind": "Secret"})
+    assert (status, error["message"]) == (400, "invalid object type: /v1, Kind=Secret")
+    status, _ = await api.call("GET", path)
+    assert status == 404  # nothing was created
+
+
+@pytest.mark.asyncio
+async def test_apply_custom_resources_and_their_status(api: Api) -> None:
+    # Real YAML, as kubectl writes it: an unquoted date is a string, as in JSON.
+    manifest = (
+        "apiVersion: gelu.dev/v1alpha1\n"
+        "kind: GeluModelRollout\n"
+        "metadata:\n"
+        "  name: r1\n"
+        "  annotations:\n"
+        "    released: 2024-05-01\n"
+        "spec:\n"
+        "  model: gelu\n"
+        "status:\n"
+        "  stage: Forged\n"
+    )
+    status, created = await apply(api, f"{GMRS}/r1", manifest)
+    assert status == 201
+    assert created["metadata"]["annotations"] == {"released": "2024-05-01"}
+    assert "status" not in created  # the object's apply ignores status, as its writes do
+
+    stage = {**rollout(), "status": {"stage": "Probing"}}
+    status, staged = await apply(api, f"{GMRS}/r1/status", stage)
+    assert status == 200
+    assert (staged["status"], staged["spec"]) == ({"stage": "Probing"}, created["spec"])
+    assert staged["metadata"]["generation"] == 1
+    (status_entry,) = [
+        entry for entry in staged["metadata"]["managedFields"] if entry.get("subresource")
+    ]
+    assert (status_entry["subresource"], status_entry["fieldsV1"]) == (
+        "status",
+        {"f:status": {"f:stage": {}}},
+    )
+    absent = {**rollout("absent"), "status": {"stage": "Probing"}}
+    assert (await apply(api, f"{GMRS}/absent/status", absent))[0] == 404
+
+    status, respecced = await apply(api, f"{GMRS}/r1", rollout(model="erf"))
+    assert status == 200
+    assert (respecced["spec"], respecced["status"]) == ({"model": "erf"}, {"stage": "Probing"})
+    assert respecced["metadata"]["generation"] == 2
+    assert "annotations" not in respecced["metadata"]  # dropped from the intent: removed
+
+
+@pytest.mark.asyncio
+async def test_kubectl_server_side_apply(server: EmulatorServer, tmp_path: Path) -> None:
+    kubeconfig = server.write_kubeconfig(tmp_path / "kubeconfig")
+    manifest = tmp_path / "objects.yaml"
+    manifest.write_text(yaml.safe_dump_all([rollout(), service("s1", app="gelu")]))
+    args = ("apply", "--server-side", "--validate=false", "-f", str(manifest))
+
+    out = await kubectl(kubeconfig, *args)
+    assert "gelumodelrollout.gelu.dev/r1 serverside-applied" in out
+    before = server.emulator.get_object("v1/services", "default", "s1")
+    assert before is not None
+    assert owners(before) == {
+        ("kubectl", "Apply"): {"f:spec": {"f:ports": {}, "f:selector": {"f:app": {}}}}
+    }
+    await kubectl(kubeconfig, *args)
+    assert server.emulator.get_object("v1/services", "default", "s1") == before
 
 
 @pytest.mark.asyncio

@@ -17,22 +17,22 @@ import pytest
 import pytest_asyncio
 import tritonclient.http.aio as triton_http
 
-from gelu_lab.sandbox.api import KubeApi
 from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
-from gelu_lab.sandbox.pods import (
-    ANNOTATION_HTTP,
-    ANNOTATION_METRICS,
+from gelu_lab.sandbox.kubelet import PodInfo, PodRunner
+from gelu_lab.sandbox.kubelet.deployments import (
     PodCounts,
-    PodInfo,
-    PodRunner,
-    PodSpecError,
+    RolloutPlan,
     deployment_status,
-    repository_files,
+    plan_rollout,
     rolling_limits,
-    selector_matches,
     template_hash,
 )
+from gelu_lab.sandbox.kubelet.lifecycle import BACKOFF_MAX_S, Backoff, next_backoff, readiness
+from gelu_lab.sandbox.kubelet.objects import ANNOTATION_HTTP, ANNOTATION_METRICS
+from gelu_lab.sandbox.kubelet.services import selector_matches
+from gelu_lab.sandbox.kubelet.volumes import PodSpecError, repository_files
 from gelu_lab.sandbox.prometheus import PrometheusServer
+from gelu_rollout.adapters.kube import KubeClient, kinds
 from gelu_rollout.resources.names import LABEL_ARM, LABEL_REVISION, OwnerRef
 from gelu_rollout.resources.workloads import render_config_map, render_deployment
 from gelu_rollout.spec import parse_spec
@@ -42,7 +42,7 @@ from tests.sandbox.sandbox_objects import (
     NAMESPACE,
     alive,
     create_rollout,
-    object_path,
+    emulator_client,
     running_pids,
     wait_until,
 )
@@ -121,6 +121,45 @@ def test_template_hash_and_rolling_limits() -> None:
     assert rolling_limits({"strategy": {"type": "Recreate"}}, 3) is None
 
 
+@dataclass(frozen=True)
+class _Replica:
+    hash: str
+    index: int
+    running: bool = True
+    ready: bool = True
+
+
+def test_rollout_plan_surges_then_stops_old_pods_only_while_enough_are_ready() -> None:
+    old = [_Replica("old", 0), _Replica("old", 1)]
+    # maxSurge 1, maxUnavailable 0: one new pod first, no old pod stopped yet.
+    assert plan_rollout(old, "new", 2, (1, 0)) == RolloutPlan((), 1)
+    starting = _Replica("new", 0, running=False, ready=False)
+    assert plan_rollout([*old, starting], "new", 2, (1, 0)) == RolloutPlan((), 0)
+    # The new pod is ready: one old pod goes (the newest), making room for the next new one.
+    ready = _Replica("new", 0)
+    assert plan_rollout([*old, ready], "new", 2, (1, 0)) == RolloutPlan((old[1],), 1)
+    # Unready old pods go at once; Recreate stops every old pod and starts them all anew.
+    unready = _Replica("old", 2, ready=False)
+    assert plan_rollout([*old, unready], "new", 2, (1, 0)).stop == (unready,)
+    assert plan_rollout(old, "new", 2, None) == RolloutPlan((old[0], old[1]), 2)
+    # Scaling down stops surplus pods of the current template: starting ones first.
+    late = _Replica("new", 1, running=False, ready=False)
+    current = [_Replica("new", 0), late, _Replica("new", 2)]
+    assert plan_rollout(current, "new", 2, (1, 0)) == RolloutPlan((late,), 0)
+    assert plan_rollout(current, "new", 1, (1, 0)).stop == (late, current[2])
+
+
+def test_readiness_needs_failures_in_a_row_and_backoff_doubles() -> None:
+    assert readiness(True, 0, False, 3) == (True, 1)
+    assert readiness(True, 2, False, 3) == (False, 3)
+    assert readiness(False, 3, True, 3) == (True, 0)
+    assert readiness(False, 0, False, 3) == (False, 1)
+    first = next_backoff(None, 100.0)
+    assert (first.delay, first.allows(100.5), first.allows(101.0)) == (1.0, False, True)
+    assert next_backoff(first, 200.0).delay == 2.0
+    assert next_backoff(Backoff(until=0.0, delay=BACKOFF_MAX_S), 0.0).delay == BACKOFF_MAX_S
+
+
 def test_status_counts_and_keeps_condition_times() -> None:
     deployment = _deployment(replicas=2)
     deployment["metadata"]["generation"] = 3
@@ -156,9 +195,9 @@ def test_selector_matching() -> None:
 # -- with real servers -----------------------------------------------------------------
 
 
-async def _both_ready(api: KubeApi) -> None:
+async def _both_ready(kube: KubeClient) -> None:
     async def ready() -> bool:
-        found = [await _deployment_ready(api, name, 1) for name in (BASELINE, CANDIDATE)]
+        found = [await _deployment_ready(kube, name, 1) for name in (BASELINE, CANDIDATE)]
         return all(found)
 
     await wait_until(ready, timeout_s=30, what="both arms ready")
@@ -178,7 +217,7 @@ async def _replaced(runner: PodRunner, old: PodInfo) -> PodInfo:
 @dataclass
 class Stack:
     emulator: EmulatorServer
-    api: KubeApi
+    kube: KubeClient
     prometheus: PrometheusServer
     runner: PodRunner
 
@@ -188,19 +227,15 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     prometheus = await asyncio.to_thread(PrometheusServer(scrape_interval_seconds=0.5).start)
     try:
         async with serve_emulator() as emulator:
-            api = KubeApi(emulator.url)
             runner = PodRunner(emulator.url, prometheus=prometheus, log_dir=tmp_path / "logs")
-            try:
-                async with runner:
-                    yield Stack(emulator, api, prometheus, runner)
-            finally:
-                await api.close()
+            async with emulator_client(emulator.url) as kube, runner:
+                yield Stack(emulator, kube, prometheus, runner)
     finally:
         await asyncio.to_thread(prometheus.stop)
 
 
-async def _deployment_ready(api: KubeApi, name: str, replicas: int) -> dict[str, Any] | None:
-    found = await api.get(object_path("Deployment", name))
+async def _deployment_ready(kube: KubeClient, name: str, replicas: int) -> dict[str, Any] | None:
+    found = await kube.get(kinds.DEPLOYMENT, NAMESPACE, name)
     assert found is not None
     status = found.get("status") or {}
     settled = (
@@ -252,9 +287,9 @@ def _target_labels(prometheus: PrometheusServer) -> list[dict[str, str]]:
 async def test_deployments_become_servers_and_follow_scale_template_and_deletion(
     stack: Stack,
 ) -> None:
-    api, runner, prometheus = stack.api, stack.runner, stack.prometheus
-    await create_rollout(api, ROLLOUT, SPEC)
-    await _both_ready(api)
+    kube, runner, prometheus = stack.kube, stack.runner, stack.prometheus
+    await create_rollout(kube, ROLLOUT, SPEC)
+    await _both_ready(kube)
     (baseline,) = _pods_of(runner, BASELINE)
     (candidate,) = _pods_of(runner, CANDIDATE)
     seen = {p.pid for p in (baseline, candidate) if p.pid is not None}
@@ -270,7 +305,7 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
         assert output.shape == (1, INPUTS)
         assert np.isfinite(output).all()
         assert await asyncio.to_thread(_served_variant, pod.http_address) == variant
-        obj = await api.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{pod.name}")
+        obj = await kube.get(kinds.POD, NAMESPACE, pod.name)
         assert obj is not None
         assert obj["metadata"]["annotations"][ANNOTATION_HTTP] == pod.http_address
         assert obj["metadata"]["annotations"][ANNOTATION_METRICS] == pod.metrics_address
@@ -297,15 +332,15 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
     # A server that dies is replaced by a new pod; so is a pod whose Pod object is deleted.
     os.kill(candidate.pid or -1, signal.SIGKILL)
     candidate = await _replaced(runner, candidate)
-    await api.delete(f"/api/v1/namespaces/{NAMESPACE}/pods/{baseline.name}")
+    await kube.delete(kinds.POD, NAMESPACE, baseline.name)
     baseline = await _replaced(runner, baseline)
-    await _both_ready(api)
+    await _both_ready(kube)
     seen |= {p.pid for p in (baseline, candidate) if p.pid is not None}
 
     # Scaling the candidate to 0 stops its server and removes its Pod object and target.
-    await api.patch(object_path("Deployment", CANDIDATE), {"spec": {"replicas": 0}})
+    await kube.merge_patch(kinds.DEPLOYMENT, NAMESPACE, CANDIDATE, {"spec": {"replicas": 0}})
     await wait_until(
-        lambda: _deployment_ready(api, CANDIDATE, 0), timeout_s=20, what="candidate at 0"
+        lambda: _deployment_ready(kube, CANDIDATE, 0), timeout_s=20, what="candidate at 0"
     )
     await wait_until(
         lambda: asyncio.to_thread(lambda: not alive({candidate.pid or -1})),
@@ -313,19 +348,21 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
         what="candidate's server stopped",
     )
     assert _pods_of(runner, CANDIDATE) == []
-    assert await api.get(f"/api/v1/namespaces/{NAMESPACE}/pods/{candidate.name}") is None
+    assert await kube.get(kinds.POD, NAMESPACE, candidate.name) is None
     targets = json.loads(prometheus.targets_path.read_text())
     assert [group["labels"]["pod"] for group in targets] == [baseline.name]
     assert runner.service_endpoints(NAMESPACE, CANDIDATE) == []
 
     # A new template (a new ConfigMap): the new pod comes up before the old one goes.
     files = render_repository(MODEL, "sigmoid")
-    owner = OwnerRef.from_body(await api.get(object_path("GeluModelRollout", ROLLOUT)) or {})
+    owner = OwnerRef.from_body(await kube.get(kinds.ROLLOUT, NAMESPACE, ROLLOUT) or {})
     config_map = render_config_map(owner, "baseline", files, source="variant/sigmoid")
-    await api.create(object_path("ConfigMap"), config_map)
+    await kube.create(config_map)
     new = render_deployment(owner, parse_spec(SPEC).model, "baseline", files, 1, source="x")
-    await api.patch(
-        object_path("Deployment", BASELINE),
+    await kube.merge_patch(
+        kinds.DEPLOYMENT,
+        NAMESPACE,
+        BASELINE,
         {
             "metadata": {"labels": new["metadata"]["labels"]},
             "spec": {"template": new["spec"]["template"]},
@@ -335,11 +372,11 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
 
     async def rolled() -> dict[str, Any] | None:
         nonlocal lowest_ready
-        found = await api.get(object_path("Deployment", BASELINE))
+        found = await kube.get(kinds.DEPLOYMENT, NAMESPACE, BASELINE)
         assert found is not None
         if found["status"].get("observedGeneration") == found["metadata"]["generation"]:
             lowest_ready = min(lowest_ready, found["status"].get("readyReplicas", 0))
-        return await _deployment_ready(api, BASELINE, 1)
+        return await _deployment_ready(kube, BASELINE, 1)
 
     await wait_until(rolled, timeout_s=30, what="baseline rolled to the new template")
     assert lowest_ready == 1  # maxUnavailable 0: never without a ready pod
@@ -358,22 +395,20 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
 
     # Deleting the Deployments stops everything.
     for name in (BASELINE, CANDIDATE):
-        await api.delete(object_path("Deployment", name))
+        await kube.delete(kinds.DEPLOYMENT, NAMESPACE, name)
     await wait_until(
         lambda: asyncio.to_thread(lambda: not runner.pods() and not alive(seen)),
         timeout_s=20,
         what="every server stopped",
     )
-    pods = await api.list(f"/api/v1/namespaces/{NAMESPACE}/pods")
-    assert pods == []
+    assert await kube.list(kinds.POD, NAMESPACE) == []
     assert json.loads(prometheus.targets_path.read_text()) == []
 
 
 @pytest.mark.triton
 @pytest.mark.asyncio
 async def test_leaving_the_runner_stops_starting_and_running_servers(tmp_path: Path) -> None:
-    async with serve_emulator() as emulator:
-        api = KubeApi(emulator.url)
+    async with serve_emulator() as emulator, emulator_client(emulator.url) as kube:
         runner = PodRunner(emulator.url, log_dir=tmp_path / "logs")
         workdir: Path | None = None
 
@@ -382,10 +417,12 @@ async def test_leaving_the_runner_stops_starting_and_running_servers(tmp_path: P
             async with runner:
                 workdir = runner.workdir
                 assert workdir is not None
-                await create_rollout(api, ROLLOUT, SPEC)
-                await _both_ready(api)
+                await create_rollout(kube, ROLLOUT, SPEC)
+                await _both_ready(kube)
                 # A second baseline pod starts: two running, one starting when it fails.
-                await api.patch(object_path("Deployment", BASELINE), {"spec": {"replicas": 2}})
+                await kube.merge_patch(
+                    kinds.DEPLOYMENT, NAMESPACE, BASELINE, {"spec": {"replicas": 2}}
+                )
                 await runner.sync()
                 assert [p.phase for p in runner.pods()].count("Pending") == 1
                 servers = f"bin/tritonserver --model-repository={workdir}"
@@ -402,6 +439,5 @@ async def test_leaving_the_runner_stops_starting_and_running_servers(tmp_path: P
         assert running_pids(str(workdir)) == set()
         assert not workdir.exists()
         assert runner.pods() == []
-        assert await api.list(f"/api/v1/namespaces/{NAMESPACE}/pods") == []
+        assert await kube.list(kinds.POD, NAMESPACE) == []
         assert (tmp_path / "logs").is_dir()  # logs stay where the caller asked for them
-        await api.close()

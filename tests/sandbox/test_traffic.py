@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gelu_lab.sandbox.api import KubeApi
 from gelu_lab.sandbox.emulator import serve_emulator
-from gelu_lab.sandbox.pods import PodInfo, PodRunner
+from gelu_lab.sandbox.kubelet import PodInfo, PodRunner
 from gelu_lab.sandbox.traffic import (
     ArmCounts,
     Backend,
@@ -26,14 +25,14 @@ from gelu_lab.sandbox.traffic import (
     pick_backend,
     routing_of,
 )
+from gelu_rollout.adapters.kube import KubeClient, kinds
 from gelu_rollout.resources.names import OwnerRef
 from gelu_rollout.resources.traffic import render_service, route_backends_patch
-from gelu_rollout.spec import KIND
 from tests.sandbox.sandbox_objects import (
     MODEL,
     NAMESPACE,
     create_rollout,
-    object_path,
+    emulator_client,
     rollout_manifest,
     wait_until,
 )
@@ -118,26 +117,25 @@ async def test_ends_at_its_deadline_and_stops_promptly() -> None:
 @dataclass
 class Stack:
     url: str
-    api: KubeApi
+    kube: KubeClient
     runner: PodRunner
     owner: OwnerRef
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def stack() -> AsyncIterator[Stack]:
-    async with serve_emulator() as emulator:
-        api = KubeApi(emulator.url)
-        try:
-            async with PodRunner(emulator.url) as runner:
-                owner, _, _ = await create_rollout(api, ROLLOUT, SPEC)
+    async with (
+        serve_emulator() as emulator,
+        emulator_client(emulator.url) as kube,
+        PodRunner(emulator.url) as runner,
+    ):
+        owner, _, _ = await create_rollout(kube, ROLLOUT, SPEC)
 
-                async def ready() -> bool:
-                    return len([p for p in runner.pods() if p.ready]) == 3
+        async def ready() -> bool:
+            return len([p for p in runner.pods() if p.ready]) == 3
 
-                await wait_until(ready, timeout_s=40, what="three pods ready")
-                yield Stack(emulator.url, api, runner, owner)
-        finally:
-            await api.close()
+        await wait_until(ready, timeout_s=40, what="three pods ready")
+        yield Stack(emulator.url, kube, runner, owner)
 
 
 def _success_count(metrics_address: str | None) -> float:
@@ -158,8 +156,10 @@ async def test_httproute_weights_split_the_traffic(stack: Stack) -> None:
         "metadata": {"name": ROUTE, "namespace": NAMESPACE},
         "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": []}]},
     }
-    await stack.api.create(object_path("HTTPRoute"), route)
-    await stack.api.patch(object_path("HTTPRoute", ROUTE), route_backends_patch(route, ROLLOUT, 25))
+    await stack.kube.create(route)
+    await stack.kube.merge_patch(
+        kinds.HTTP_ROUTE, NAMESPACE, ROUTE, route_backends_patch(route, ROLLOUT, 25)
+    )
     requests = 400
     counts = await TrafficGenerator(
         stack.url,
@@ -183,9 +183,11 @@ async def test_httproute_weights_split_the_traffic(stack: Stack) -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_replica_ratio_follows_the_pod_counts(stack: Stack) -> None:
     # ReplicaRatio: one Service in front of both arms' pods (2 baseline, 1 candidate).
-    await stack.api.create(object_path("Service"), render_service(stack.owner, None))
-    await stack.api.patch(
-        object_path(KIND, ROLLOUT),
+    await stack.kube.create(render_service(stack.owner, None))
+    await stack.kube.merge_patch(
+        kinds.ROLLOUT,
+        NAMESPACE,
+        ROLLOUT,
         {"spec": {"traffic": {"mode": "ReplicaRatio", "httpRouteName": None}}},
     )
     await stack.runner.sync()

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gelu_rollout.rollout.actions import EmitEvent, Promote, Rollback, ScaleCandidate, SetWeight
 from gelu_rollout.rollout.requests import ManualRequest, RequestKind, parse_request
 from gelu_rollout.spec.status import Stage
-from tests.rollout_helpers import Driver, arm, make_spec
+from tests.rollout_helpers import Driver, arm, candidate_replicas, make_spec, traffic_weight
 
 
 def reasons(driver: Driver) -> list[str]:
-    return [a.reason for d in driver.decisions for a in d.actions if isinstance(a, EmitEvent)]
+    return [e.reason for d in driver.decisions for e in d.events]
 
 
 def condition(driver: Driver, type_: str) -> tuple[str, str]:
@@ -25,8 +24,8 @@ def test_first_tick_starts_the_rollout_at_the_first_weight() -> None:
     decision = driver.tick(missing=True)
     assert driver.status.stage is Stage.PROGRESSING
     assert driver.status.candidate_weight == 10
-    assert ScaleCandidate(2) in decision.actions
-    assert SetWeight(10) in decision.actions
+    assert candidate_replicas(driver.spec, decision) > 0  # the candidate's pods run
+    assert traffic_weight(decision) == 10
     assert reasons(driver) == ["RolloutStarted"]
     assert condition(driver, "Progressing") == ("True", "RolloutStarted")
     assert condition(driver, "Promoted")[0] == "False"
@@ -38,12 +37,13 @@ def test_healthy_candidate_advances_each_step_then_promotes() -> None:
     weights = []
     for _ in range(20):
         decision = driver.tick()
-        weights += [a.weight for a in decision.actions if isinstance(a, SetWeight)]
+        weights.append(decision.status.candidate_weight)
         if driver.status.stage is Stage.PROMOTED:
             break
     assert driver.status.stage is Stage.PROMOTED
-    assert weights == [50]
-    assert any(isinstance(a, Promote) for a in driver.decisions[-1].actions)
+    assert [w for i, w in enumerate(weights) if i == 0 or w != weights[i - 1]] == [10, 50, 100]
+    # Promoted: the baseline's pods serve the candidate's model; the candidate's go.
+    assert (traffic_weight(decision), candidate_replicas(driver.spec, decision)) == (0, 0)
     assert reasons(driver) == ["RolloutStarted", "StepAdvanced", "AllStepsPassed"]
     assert condition(driver, "Promoted") == ("True", "AllStepsPassed")
     assert condition(driver, "Progressing")[0] == "False"
@@ -69,7 +69,7 @@ def test_nan_rolls_back_at_once_with_its_own_reason() -> None:
     decision = driver.tick(candidate=arm(nonfinite=1, windows=driver.windows()))
     assert driver.status.stage is Stage.ROLLED_BACK
     assert driver.status.candidate_weight == 0
-    assert decision.actions[:2] == (SetWeight(0), Rollback())
+    assert (traffic_weight(decision), candidate_replicas(driver.spec, decision)) == (0, 0)
     assert condition(driver, "RolledBack") == ("True", "NonFiniteOutputs")
     failing = [e for e in driver.status.ledger if e.verdict == "Fail"]
     assert [e.gate for e in failing] == ["nonFinite"]
@@ -107,7 +107,8 @@ def test_missing_metrics_never_promote_and_pause_at_the_deadline() -> None:
     driver.tick(missing=True)
     for _ in range(10):
         decision = driver.tick(missing=True)
-        assert not any(isinstance(a, Promote | SetWeight) for a in decision.actions)
+        assert decision.status.candidate_weight == 10
+        assert decision.status.stage is not Stage.PROMOTED
         assert all(r.verdict.value == "Inconclusive" for r in decision.results)
     assert driver.status.stage is Stage.PAUSED
     assert condition(driver, "Stalled") == ("True", "InsufficientData")
@@ -148,7 +149,7 @@ def test_abort_request_rolls_back_once() -> None:
     # The annotation stays on the object: reading it again changes nothing.
     before = driver.status
     decision = driver.tick(request=abort)
-    assert decision.actions == ()
+    assert decision.events == ()
     assert driver.status.stage is before.stage
 
 
@@ -179,7 +180,7 @@ def test_retry_after_rollback_starts_again_with_fresh_evidence() -> None:
     decision = driver.tick(request=ManualRequest(RequestKind.RETRY, "r1"))
     assert driver.status.stage is Stage.PROGRESSING
     assert driver.status.step_index == 0
-    assert SetWeight(10) in decision.actions
+    assert traffic_weight(decision) == 10
     assert condition(driver, "RolledBack")[0] == "False"
     # The NaN seen before the retry no longer counts.
     driver.tick()
@@ -204,7 +205,7 @@ def test_spec_change_restarts_the_analysis() -> None:
     decision = driver.tick(generation=2)
     assert driver.status.step_index == 0
     assert driver.status.observed_generation == 2
-    assert SetWeight(10) in decision.actions
+    assert traffic_weight(decision) == 10
     assert reasons(driver)[-1] == "SpecChanged"
 
 
@@ -214,7 +215,7 @@ def test_a_replayed_tick_changes_nothing() -> None:
     driver.tick()
     before = driver.status
     decision = driver.tick(advance=False)
-    assert decision.actions == ()
+    assert decision.events == ()
     assert driver.status == before
 
 

@@ -1,39 +1,38 @@
-"""The operator's glue that needs no server: merge patches, status patches, manual requests."""
+"""The operator's glue that needs no server: kinds and paths, status patches, manual requests."""
 
 from __future__ import annotations
 
 import pytest
 
-from gelu_rollout.adapters.kube import _with_removals, resource_path
+from gelu_rollout.adapters.kube.kinds import (
+    CUSTOM_RESOURCE_DEFINITION,
+    DEPLOYMENT,
+    ROLLOUT,
+    SERVICE,
+    kind_of,
+)
 from gelu_rollout.controller import _request, _status_patch
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, RequestKind
 from gelu_rollout.spec.status import RolloutStatus, Stage
 
 
-def service(selector: dict[str, str]) -> dict[str, object]:
-    return {"apiVersion": "v1", "kind": "Service", "spec": {"selector": selector}}
+def test_kind_paths() -> None:
+    assert SERVICE.path("ns", "x") == "/api/v1/namespaces/ns/services/x"
+    assert DEPLOYMENT.path("ns") == "/apis/apps/v1/namespaces/ns/deployments"
+    assert (
+        DEPLOYMENT.path("ns", "d", "status") == "/apis/apps/v1/namespaces/ns/deployments/d/status"
+    )
+    assert ROLLOUT.path(None) == "/apis/gelu.dev/v1alpha1/gelumodelrollouts"
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/x"
+    assert CUSTOM_RESOURCE_DEFINITION.path(None, "x") == crds
+    with pytest.raises(ValueError, match="within a namespace"):
+        SERVICE.path(None, "x")
 
 
-def test_a_service_selector_key_no_longer_wanted_is_deleted_by_the_patch() -> None:
-    live = service({"gelu.dev/rollout": "r", "gelu.dev/arm": "baseline"})
-    desired = service({"gelu.dev/rollout": "r"})
-    patch = _with_removals(desired, live)
-    assert patch["spec"] == {"selector": {"gelu.dev/rollout": "r", "gelu.dev/arm": None}}
-    assert desired["spec"] == {"selector": {"gelu.dev/rollout": "r"}}  # not mutated
-
-
-def test_other_objects_and_unchanged_selectors_are_patched_as_they_are() -> None:
-    same = service({"gelu.dev/rollout": "r"})
-    assert _with_removals(same, service({"gelu.dev/rollout": "r"})) is same
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "1"}}
-    assert _with_removals(config_map, {**config_map, "data": {"a": "1", "b": "2"}}) is config_map
-
-
-def test_resource_paths() -> None:
-    assert resource_path("v1", "Service", "ns", "x") == "/api/v1/namespaces/ns/services/x"
-    assert resource_path("apps/v1", "Deployment", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
-    with pytest.raises(ValueError, match="does not manage"):
-        resource_path("v1", "Secret", "ns")
+def test_the_kind_table_names_what_objects_say_they_are() -> None:
+    assert kind_of({"apiVersion": "apps/v1", "kind": "Deployment"}) is DEPLOYMENT
+    with pytest.raises(ValueError, match="does not manage Secret"):
+        kind_of({"apiVersion": "v1", "kind": "Secret"})
 
 
 def test_status_patch_nulls_fields_that_went_away_but_keeps_foreign_ones() -> None:

@@ -11,14 +11,27 @@ relies on more of the real API server than that, so ``SandboxEmulator`` adds it:
   object itself leave ``.status`` alone, for every resource that declares the subresource;
 - patches as clients send them: JSON patch, JSON merge patch, and strategic merge patch for
   built-in resources (merging lists of objects by their key; custom resources refuse it, 415);
+- server-side apply (``PATCH`` with ``application/apply-patch+yaml``, a YAML or JSON body, for
+  built-in and custom resources and the status subresource): an apply creates an absent object
+  (201) or applies the intent to it (200); it is refused without a ``fieldManager`` (422, as
+  the real server answers), with a body whose apiVersion and kind are not the resource's or
+  whose name or namespace are not the URL's (400), and with 409 when it would change fields
+  that other managers own, unless ``force`` is set;
+- managed fields: every write keeps ``metadata.managedFields`` (``Apply`` and ``Update``
+  entries, ``FieldsV1`` tries). A write without ``fieldManager`` is its User-Agent's (up to the
+  first ``/``), ``create_object`` is ``sandbox``'s. Clients do not write ``managedFields``:
+  what a create or update body holds there is ignored, an apply body holding it is refused
+  (400). The field-set algebra and its simplifications (atomic lists, among others) are those
+  of ``api_semantics``;
 - lists with ``kind: <Kind>List``, ``apiVersion`` and ``resourceVersion``; label and field
   selectors on lists and watches; watches that resume from a ``resourceVersion``;
 - deletion: finalizers hold an object with a ``deletionTimestamp``; owner references are
   garbage-collected (background propagation) when every owner is gone; a deleted namespace
   takes its objects along; a CustomResourceDefinition serves (and un-serves) its resource.
 
-``serve_emulator`` serves it over HTTP on loopback; ``write_kubeconfig`` points kubectl, the
-``kubernetes`` client and Kopf at it.
+The pure parts (patches, apply's field sets, selectors) are in ``api_semantics``; this module
+holds the state. ``serve_emulator`` serves it over HTTP on loopback; ``write_kubeconfig`` points
+kubectl, the ``kubernetes`` client and Kopf at it.
 """
 
 from __future__ import annotations
@@ -30,10 +43,11 @@ import contextlib
 import copy
 import dataclasses
 import datetime
+import json
 import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
@@ -47,6 +61,27 @@ import yaml
 # kmock does not export its Response: a payload with a status or headers of its own.
 from kmock._internal.rendering import Response
 
+from gelu_lab.sandbox.api_semantics import (
+    APPLY,
+    UPDATE,
+    ApplyConflict,
+    ManagedFieldsEntry,
+    Operation,
+    Predicate,
+    SelectorError,
+    apply_intent,
+    decode_managed_fields,
+    default_field_manager,
+    encode_managed_fields,
+    field_set,
+    managed_part,
+    merge_patch,
+    query_flag,
+    record_update,
+    selector,
+    strategic_merge_patch,
+    strip_nulls,
+)
 from gelu_rollout.spec import GROUP, KIND, PLURAL, SHORT_NAME, VERSION
 
 JsonObject = dict[str, Any]
@@ -97,14 +132,19 @@ _NAME_ALPHABET: Final = "bcdfghjklmnpqrstvwxz2456789"  # the API server's genera
 _NAMESPACE_PATH: Final = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?")
 _NAMESPACES_ALIAS: Final = "namespaces~"
 
-_LABEL_REQUIREMENT: Final = re.compile(
-    r"\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9][-A-Za-z0-9_./]*)\s*"
-    r"(?:(?P<op>==|=|!=)\s*(?P<value>[-A-Za-z0-9_.]*)"
-    r"|\s(?P<setop>in|notin)\s*\((?P<values>[^)]*)\))?\s*"
-)
-_FIELD_REQUIREMENT: Final = re.compile(
-    r"\s*(?P<path>[A-Za-z0-9_.]+)\s*(?P<op>==|=|!=)\s*(?P<value>.*?)\s*"
-)
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+SANDBOX_MANAGER: Final = "sandbox"  # the field manager of in-process writes
+
+
+# YAML as the API server reads an apply body into JSON: a date stays a string.
+class _JsonYamlLoader(yaml.SafeLoader):
+    pass
+
+
+_JsonYamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _info(
@@ -149,82 +189,6 @@ def sandbox_resources() -> dict[str, kmock.ResourceInfo]:
     }
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge recursively, ``null`` deletes, the rest replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """A strategic merge patch without the OpenAPI schema: lists of objects merge by their key.
-
-    The merge key is guessed (``name``, then ``containerPort``, ``port``, ``mountPath``,
-    ``type``, ``uid``); lists without one are replaced, as merge patch does. The directives
-    kubectl sends (``$patch``, ``$setElementOrder/...``, ``$deleteFromPrimitiveList/...``,
-    ``$retainKeys``) are honoured or dropped, never stored.
-    """
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    if patch.get("$patch") == "replace":
-        return {
-            key: copy.deepcopy(value) for key, value in patch.items() if not key.startswith("$")
-        }
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if key.startswith("$deleteFromPrimitiveList/"):
-            field = key.split("/", 1)[1]
-            result[field] = [item for item in result.get(field) or [] if item not in value]
-        elif key.startswith("$"):
-            continue
-        elif value is None or (isinstance(value, dict) and value.get("$patch") == "delete"):
-            result.pop(key, None)
-        elif isinstance(value, list) and isinstance(result.get(key), list):
-            result[key] = _merge_lists(result[key], value)
-        else:
-            result[key] = strategic_merge_patch(result.get(key), value)
-    return result
-
-
-def _merge_lists(old: list[Any], new: list[Any]) -> list[Any]:
-    merge_key = _merge_key(old, new)
-    if merge_key is None:
-        return [strategic_merge_patch(None, item) for item in new if not _is_directive(item)]
-    merged = [copy.deepcopy(item) for item in old]
-    for item in new:
-        position = next(
-            (i for i, have in enumerate(merged) if have[merge_key] == item[merge_key]), None
-        )
-        if item.get("$patch") == "delete":
-            if position is not None:
-                del merged[position]
-        elif position is not None:
-            merged[position] = strategic_merge_patch(merged[position], item)
-        else:
-            merged.append(strategic_merge_patch({}, item))
-    return merged
-
-
-def _merge_key(old: list[Any], new: list[Any]) -> str | None:
-    items = old + new
-    if not items or not all(isinstance(item, dict) for item in items):
-        return None
-    for key in ("name", "containerPort", "port", "mountPath", "type", "uid"):
-        if all(key in item for item in items):
-            return key
-    return None
-
-
-def _is_directive(item: Any) -> bool:
-    return isinstance(item, dict) and "$patch" in item
-
-
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -266,71 +230,56 @@ def _require_object(data: Any) -> JsonObject:
     return data
 
 
-def _split_requirements(text: str) -> list[str]:
-    """Split a selector on the commas that are not inside a set's parentheses."""
-    parts: list[str] = []
-    depth, start = 0, 0
-    for index, char in enumerate(text):
-        depth += {"(": 1, ")": -1}.get(char, 0)
-        if char == "," and depth == 0:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return [part for part in parts if part.strip()]
+def _header(request: kmock.Request, name: str) -> str:
+    # kmock keeps the headers as the client spelt them; HTTP names are case-insensitive.
+    wanted = name.lower()
+    return next((value for key, value in request.headers.items() if key.lower() == wanted), "")
 
 
-def _label_requirement(text: str) -> Callable[[Mapping[str, Any]], bool]:
-    match = _LABEL_REQUIREMENT.fullmatch(text)
-    if match is None or (match["neg"] and (match["op"] or match["setop"])):
-        raise _error(400, "BadRequest", f"unable to parse requirement: {text!r}")
-    key, op, setop = match["key"], match["op"], match["setop"]
-    value = match["value"] or ""
-    values = {item.strip() for item in (match["values"] or "").split(",") if item.strip()}
-    if match["neg"]:
-        return lambda labels: key not in labels
-    if op in ("=", "=="):
-        return lambda labels: labels.get(key) == value
-    if op == "!=":
-        return lambda labels: labels.get(key) != value
-    if setop == "in":
-        return lambda labels: labels.get(key) in values
-    if setop == "notin":
-        return lambda labels: labels.get(key) not in values
-    return lambda labels: key in labels
+def _content_type(request: kmock.Request) -> str:
+    return _header(request, "Content-Type").split(";")[0].strip().lower()
 
 
-def _field_requirement(text: str) -> Callable[[Mapping[str, Any]], bool]:
-    match = _FIELD_REQUIREMENT.fullmatch(text)
-    if match is None:
-        raise _error(400, "BadRequest", f"invalid field selector: {text!r}")
-    path, negated, value = match["path"].split("."), match["op"] == "!=", match["value"]
+def _selector(params: Mapping[str, str]) -> Predicate:
+    """The predicate of a request's ``labelSelector`` and ``fieldSelector``, or a 400."""
+    try:
+        return selector(params.get("labelSelector", ""), params.get("fieldSelector", ""))
+    except SelectorError as exc:
+        raise _error(400, "BadRequest", str(exc)) from exc
 
-    def check(obj: Mapping[str, Any]) -> bool:
-        found: Any = obj
-        for step in path:
-            found = found.get(step) if isinstance(found, Mapping) else None
-        text = (
-            "" if found is None else str(found).lower() if isinstance(found, bool) else str(found)
+
+def _load_apply_body(text: str) -> JsonObject:
+    """An apply body: YAML (JSON is YAML) holding one object, with string keys as in JSON."""
+    try:
+        data = json.loads(text)  # what clients mostly send, and faster than any YAML parser
+    except ValueError:
+        try:
+            data = yaml.load(text, Loader=_JsonYamlLoader)  # a SafeLoader, less timestamps
+        except yaml.YAMLError as exc:
+            raise _error(400, "BadRequest", f"error decoding YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _error(
+            400,
+            "BadRequest",
+            f"error decoding YAML: the body must be an object, not {type(data).__name__}",
         )
-        return (text == value) != negated
+    converted: JsonObject = _string_keys(data)
+    return converted
 
-    return check
+
+def _string_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(key): _string_keys(child) for key, child in value.items()}
+    if isinstance(value, list):
+        return [_string_keys(child) for child in value]
+    return value
 
 
-def _selector(params: Mapping[str, str]) -> Callable[[Mapping[str, Any]], bool]:
-    """The predicate of a request's ``labelSelector`` and ``fieldSelector`` (all must hold)."""
-    labels = [
-        _label_requirement(part) for part in _split_requirements(params.get("labelSelector", ""))
-    ]
-    fields = [
-        _field_requirement(part) for part in _split_requirements(params.get("fieldSelector", ""))
-    ]
-
-    def select(obj: Mapping[str, Any]) -> bool:
-        obj_labels = _metadata(obj).get("labels") or {}
-        return all(check(obj_labels) for check in labels) and all(check(obj) for check in fields)
-
-    return select
+def _gvk(obj: Mapping[str, Any]) -> str:
+    """An object's type as the server prints it: ``apps/v1, Kind=Deployment``, ``/v1, Kind=...``."""
+    api_version = str(obj.get("apiVersion") or "")
+    group, _, version = api_version.rpartition("/")
+    return f"{group}/{version}, Kind={obj.get('kind') or ''}"
 
 
 def _crd_resources(crd: Mapping[str, Any]) -> dict[kmock.resource, kmock.ResourceInfo]:
@@ -394,14 +343,18 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     # -- public helpers for sandbox code that runs in the same process ---------------------
 
     async def create_object(
-        self, resource: str | kmock.resource, body: Mapping[str, Any]
+        self,
+        resource: str | kmock.resource,
+        body: Mapping[str, Any],
+        *,
+        field_manager: str = SANDBOX_MANAGER,
     ) -> JsonObject:
         """Create an object as a POST would (the namespace comes from its metadata)."""
         res = kmock.resource(resource) if isinstance(resource, str) else resource
         info = self._declared(res)
         namespace = _metadata(body).get("namespace") if info.namespaced else None
         async with self._lock:
-            created = await self._create(res, info, namespace, dict(body))
+            created = await self._create(res, info, namespace, dict(body), manager=field_manager)
             await self._collect_garbage()
         return copy.deepcopy(created)
 
@@ -621,7 +574,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         assert resource is not None  # checked by _declared()
         namespace = request.namespace if info.namespaced else None
         name, subresource, method = request.name, request.subresource, request.method
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        content_type = _content_type(request)
         # No Content-Type means JSON, the first media type the API server supports.
         if (
             request.body
@@ -634,9 +587,20 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             subresource != "status" or subresource not in info.subresources
         ):
             raise _not_found(resource, name)
+        applying = method == kmock.method.PATCH and content_type == APPLY_PATCH
+        if method == kmock.method.PATCH:
+            self._validate_patch_options(request.params, applying=applying)
+        manager = request.params.get("fieldManager") or default_field_manager(
+            _header(request, "User-Agent")
+        )
         async with self._lock:
             if method == kmock.method.POST and name is None:
-                outcome = 201, await self._create(resource, info, namespace, request.data)
+                created = await self._create(
+                    resource, info, namespace, request.data, manager=manager
+                )
+                outcome = 201, created
+            elif applying and name is not None:
+                outcome = await self._apply(resource, info, namespace, name, request)
             elif method in (kmock.method.PATCH, kmock.method.PUT) and name is not None:
                 current = self._require_live(resource, namespace, name)
                 if method == kmock.method.PATCH:
@@ -645,7 +609,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     candidate = _require_object(request.data)
                 status_only = subresource == "status"
                 updated = await self._commit(
-                    resource, info, current, candidate, status_only=status_only
+                    resource, info, current, candidate, status_only=status_only, manager=manager
                 )
                 outcome = 200, updated
             elif method == kmock.method.DELETE and name is not None and subresource is None:
@@ -657,10 +621,123 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             await self._collect_garbage()
         return outcome
 
+    @staticmethod
+    def _validate_patch_options(params: Mapping[str, str], *, applying: bool) -> None:
+        """PatchOptions as the server checks them, before it looks for the object: a 422."""
+        if applying and not params.get("fieldManager"):
+            field, reason = "fieldManager", "FieldValueRequired"
+            text = "Required value: is required for apply patch"
+        elif not applying and "force" in params:
+            field, reason = "force", "FieldValueForbidden"
+            text = "Forbidden: may not be specified for non-apply patch"
+        else:
+            return
+        raise _error(
+            422,
+            "Invalid",
+            f'PatchOptions.meta.k8s.io "" is invalid: {field}: {text}',
+            group="meta.k8s.io",
+            kind="PatchOptions",
+            causes=[{"reason": reason, "message": text, "field": field}],
+        )
+
+    async def _apply(
+        self,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
+        name: str,
+        request: kmock.Request,
+    ) -> tuple[int, JsonObject]:
+        """Server-side apply: create the object from the intent, or apply the intent to it."""
+        manager = request.params["fieldManager"]  # required: checked by the caller
+        intent = _load_apply_body(request.text)
+        # The server checks the type first (apiVersion and kind together), then the rest.
+        if intent.get("apiVersion") != _api_version(resource) or (
+            info.kind and intent.get("kind") != info.kind
+        ):
+            raise _error(400, "BadRequest", f"invalid object type: {_gvk(intent)}")
+        meta = intent.get("metadata")
+        if meta is not None and not isinstance(meta, dict):
+            raise _error(400, "BadRequest", "metadata must be an object")
+        meta = intent["metadata"] = strip_nulls(meta or {})
+        if meta.get("managedFields") is not None:
+            raise _error(400, "BadRequest", "metadata.managedFields must be nil")
+        current = self._live(resource, namespace, name)
+        object_name = meta.get("name") or (_metadata(current).get("name") if current else "")
+        if object_name != name:
+            raise _error(
+                400,
+                "BadRequest",
+                f"the name of the object ({object_name}) does not match the name on the URL "
+                f"({name})",
+            )
+        if info.namespaced and meta.get("namespace") not in (None, namespace):
+            raise _error(
+                400,
+                "BadRequest",
+                f"the namespace of the object ({meta['namespace']}) does not match the "
+                f"namespace on the URL ({namespace})",
+            )
+        subresource = request.subresource or ""
+        if current is None:
+            if subresource:
+                raise _not_found(resource, name)
+            meta["name"] = name
+            created = await self._create(
+                resource, info, namespace, strip_nulls(intent), manager=manager, operation=APPLY
+            )
+            return 201, created
+
+        scope = self._scope(info, subresource)
+        try:
+            merged, managed = apply_intent(
+                managed_part(current, **scope),
+                managed_part(intent, **scope),
+                manager,
+                decode_managed_fields(_metadata(current).get("managedFields")),
+                api_version=_api_version(resource),
+                force=query_flag(request.params.get("force")),
+                now=_now(),
+                subresource=subresource,
+            )
+        except ApplyConflict as exc:
+            raise _error(409, "Conflict", exc.message, causes=exc.causes) from exc
+        if subresource:
+            candidate = copy.deepcopy(current)
+            if "status" in merged:
+                candidate["status"] = merged["status"]
+            else:
+                candidate.pop("status", None)
+        else:
+            candidate = merged
+            # A resourceVersion in the intent is a precondition, as in any other write.
+            candidate["metadata"] = {
+                **_metadata(merged),
+                "resourceVersion": meta.get("resourceVersion"),
+            }
+        updated = await self._commit(
+            resource,
+            info,
+            current,
+            candidate,
+            status_only=bool(subresource),
+            manager=manager,
+            managed=managed,
+        )
+        return 200, updated
+
+    @staticmethod
+    def _scope(info: kmock.ResourceInfo, subresource: str | None) -> dict[str, Any]:
+        """Which part of an object a write to it (or to its subresource) owns."""
+        if subresource:
+            return {"only": subresource}
+        return {"exclude": ("status",)} if "status" in info.subresources else {}
+
     def _apply_patch(
         self, resource: kmock.resource, current: JsonObject, request: kmock.Request
     ) -> JsonObject:
-        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        content_type = _content_type(request)
         data = request.data
         if content_type == "application/json-patch+json":
             if not isinstance(data, list):
@@ -687,12 +764,20 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         return patched
 
     async def _create(
-        self, resource: kmock.resource, info: kmock.ResourceInfo, namespace: str | None, data: Any
+        self,
+        resource: kmock.resource,
+        info: kmock.ResourceInfo,
+        namespace: str | None,
+        data: Any,
+        *,
+        manager: str,
+        operation: Operation = UPDATE,
     ) -> JsonObject:
         if info.namespaced and namespace is None:
             raise _error(405, "MethodNotAllowed", "a namespaced object is created in a namespace")
         obj = copy.deepcopy(_require_object(data))
         meta = obj["metadata"] = _metadata(obj)
+        meta.pop("managedFields", None)  # the server's to keep, whatever a client sends
         if meta.get("resourceVersion"):
             raise _error(
                 422,
@@ -734,6 +819,11 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         )
         if "status" in info.subresources:
             obj.pop("status", None)  # the status subresource is the only way to write it
+        # The creator owns every field it wrote (an applier exactly its intent, the same here).
+        owned = field_set(managed_part(obj, **self._scope(info, None)))
+        if owned:
+            entry = ManagedFieldsEntry(manager, operation, _api_version(resource), owned, _now())
+            meta["managedFields"] = encode_managed_fields([entry])
         self._default(resource, obj)
         await self._store(resource, namespace, name, obj, "ADDED")
         return obj
@@ -746,8 +836,14 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         candidate: JsonObject,
         *,
         status_only: bool,
+        manager: str,
+        managed: Sequence[ManagedFieldsEntry] | None = None,
     ) -> JsonObject:
-        """Store the result of a PATCH or PUT as the real API server would, or refuse it."""
+        """Store the result of a PATCH or PUT as the real API server would, or refuse it.
+
+        ``managed`` are the managed fields after an apply; any other write is recorded here as
+        ``manager``'s update (the ``managedFields`` that a client sent are ignored).
+        """
         current_meta, candidate_meta = _metadata(current), _metadata(candidate)
         expected = candidate_meta.get("resourceVersion")
         if expected not in (None, "") and str(expected) != current_meta["resourceVersion"]:
@@ -795,10 +891,27 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     "no new finalizers can be added if the object is being deleted",
                 )
 
+        meta = updated["metadata"]
+        if managed is None:
+            scope = self._scope(info, "status" if status_only else None)
+            managed = record_update(
+                managed_part(current, **scope),
+                managed_part(updated, **scope),
+                manager,
+                decode_managed_fields(current_meta.get("managedFields")),
+                api_version=_api_version(resource),
+                now=_now(),
+                subresource="status" if status_only else "",
+            )
+        encoded = encode_managed_fields(managed)
+        if encoded:
+            meta["managedFields"] = encoded
+        else:
+            meta.pop("managedFields", None)
+
         # A write that changes nothing is no write: the same resourceVersion, and no event.
         if updated == current:
             return current
-        meta = updated["metadata"]
         if self._generation_part(updated, info) != self._generation_part(current, info):
             meta["generation"] = int(current_meta.get("generation", 0)) + 1
         meta["resourceVersion"] = self._next_revision()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
-from gelu_lab.sandbox.pods import PodRunner
+from gelu_lab.sandbox.kubelet import PodRunner
 from gelu_lab.sandbox.prometheus import PrometheusServer
 from gelu_rollout.resources.crd import render_crd
 from gelu_rollout.run import OperatorConfig, run_operator

@@ -12,7 +12,7 @@ at a steady rate, for a bounded time or count, the way clients of the rollout wo
 
 The rollout and its HTTPRoute are read from the API every ``refresh_interval_s``; Services are
 resolved to pods by an :data:`EndpointResolver` such as
-:meth:`gelu_lab.sandbox.pods.PodRunner.service_pods`. Successes and failures are counted per
+:meth:`gelu_lab.sandbox.kubelet.PodRunner.service_pods`. Successes and failures are counted per
 arm (the ``gelu.dev/arm`` label of the pod that was sent the request); a request with nowhere to
 go (no rollout yet, no ready pod, all weights 0) is counted as unrouted and not sent.
 
@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
-import aiohttp
 import numpy as np
 import tritonclient.http.aio as triton_http
 
-from gelu_lab.sandbox.api import KubeApi, namespaced_path
+from gelu_lab.sandbox.login import emulator_login
+from gelu_rollout.adapters.kube import KubeClient, KubeError
+from gelu_rollout.adapters.kube.kinds import HTTP_ROUTE, ROLLOUT
 from gelu_rollout.resources.names import LABEL_ARM, service_name
-from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
 from gelu_rollout.variants.catalog import INPUTS
 
 DEFAULT_RATE_PER_S: Final = 50.0
@@ -178,7 +178,7 @@ class TrafficGenerator:
             raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
         if duration_s is None and max_requests is None:
             raise ValueError("give duration_s or max_requests: the traffic must end by itself")
-        self.api = KubeApi(api_url)
+        self.api = KubeClient(emulator_login(api_url))
         self.namespace = namespace
         self.rollout = rollout
         self.resolver = resolver
@@ -325,25 +325,17 @@ class TrafficGenerator:
 
     async def _refresh(self) -> None:
         try:
-            path = namespaced_path(f"/apis/{GROUP}/{VERSION}", PLURAL, self.namespace, self.rollout)
-            rollout = await self.api.get(path)
+            rollout = await self.api.get(ROLLOUT, self.namespace, self.rollout)
             if rollout is None:
                 self._routing = None
                 return
             route = None
             route_name = route_name_of(rollout)
             if route_name is not None:
-                route = await self.api.get(
-                    namespaced_path(
-                        "/apis/gateway.networking.k8s.io/v1",
-                        "httproutes",
-                        self.namespace,
-                        route_name,
-                    )
-                )
+                route = await self.api.get(HTTP_ROUTE, self.namespace, route_name)
             self._routing = routing_of(rollout, route)
             self.last_error = None
-        except (aiohttp.ClientError, TimeoutError, RuntimeError, ValueError) as error:
+        except (KubeError, ValueError) as error:  # ValueError: a weight that is no number
             self.last_error = str(error)  # keep the last routing; the API may be back soon
 
     def _pick(self) -> tuple[str, str, str] | None:

@@ -1,11 +1,13 @@
 """The paired probe: the same inputs to baseline and candidate, compared before any traffic.
 
 Pure: :func:`probe_inputs` makes the seeded inputs, :func:`compare_outputs` judges the two
-arms' answers. Sending them is the Triton adapter's job.
+arms' answers and how long they took (:func:`compare_latency`). Sending them and timing the
+requests is the Triton adapter's job.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Final
 
@@ -14,6 +16,7 @@ import numpy.typing as npt
 
 from gelu_rollout.analysis.divergence import kl_divergence
 from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.spec.model import ProbeSpec
 from gelu_rollout.variants.catalog import INPUTS, OUTPUT_BUCKETS
 
 GATE: Final = "probe"
@@ -21,6 +24,13 @@ PROBE_SEED: Final = 7
 TYPICAL_SCALE: Final = 3.0
 EXTREME_MAGNITUDES: Final = (5.0, 8.0, 10.0, 20.0, 50.0, 100.0)
 KL_SMOOTHING: Final = 0.5
+WARMUP_ROUNDS: Final = 1
+"""Rounds of requests that are sent and answered but not timed: the first request of a batch
+pays for the connection, the server's first allocation of that shape and cold caches."""
+TIMED_ROUNDS: Final = 9
+"""Rounds of requests that are timed after the warm-up."""
+DEFAULT_MAX_LATENCY_RATIO: Final = ProbeSpec().max_latency_ratio
+"""The spec's default ``analysis.probe.maxLatencyRatio`` (docs/spec.md says why)."""
 
 FloatArray = npt.NDArray[np.float32]
 
@@ -61,12 +71,110 @@ def output_histogram(values: npt.ArrayLike) -> tuple[float, ...]:
     return tuple(float(c) for c in counts)
 
 
+Timings = tuple[tuple[float, ...], ...]
+"""One arm's request times in seconds: one tuple per batch, one entry per round, in the order
+the rounds were sent (the warm-up rounds first)."""
+
+
 @dataclass(frozen=True)
 class ArmAnswers:
-    """What one arm answered to the probe inputs."""
+    """What one arm answered to the probe inputs, and how long each request took.
+
+    ``seconds`` is empty when the requests were not timed; the latency is then not judged.
+    """
 
     typical: FloatArray
     extreme: FloatArray
+    seconds: Timings = ()
+
+
+@dataclass(frozen=True)
+class LatencyComparison:
+    """The candidate's request times against the baseline's on the same batches.
+
+    ``ratio`` is the median over batches of ``batch_ratios``; each batch's ratio is the
+    candidate's median time over the timed rounds divided by the baseline's.
+    ``baseline_ms`` and ``candidate_ms`` are the medians of all timed requests of each arm.
+    """
+
+    ratio: float
+    batch_ratios: tuple[float, ...]
+    baseline_ms: float
+    candidate_ms: float
+    batches: int
+    timed_rounds: int
+
+
+def _check_timings(arm: str, timings: Timings) -> None:
+    if len({len(batch) for batch in timings}) > 1:
+        raise ValueError(f"{arm} timings have a different number of rounds per batch")
+    for batch in timings:
+        for seconds in batch:
+            if not (math.isfinite(seconds) and seconds > 0):
+                raise ValueError(f"{arm} timings must be finite and positive, got {seconds!r}")
+
+
+def compare_latency(
+    baseline: Timings, candidate: Timings, *, warmup_rounds: int = WARMUP_ROUNDS
+) -> LatencyComparison | None:
+    """The candidate's latency relative to the baseline's, robust to a noisy machine.
+
+    The adapter sends every batch to both arms in every round, alternating which arm goes
+    first, so that the two requests of a pair run milliseconds apart and see the same load on
+    the machine. This function then:
+
+    * drops the first ``warmup_rounds`` of every batch (connection set-up, first allocation);
+    * takes, per batch and per arm, the **median** over the timed rounds: one request that
+      waited behind another process (a scheduler hiccup, a garbage collection, on two shared
+      cores most of the noise is such one-sided spikes) moves a mean by its full size and a
+      median not at all, as long as fewer than half the rounds are hit;
+    * divides the candidate's median by the baseline's, per batch: the **paired** ratio
+      cancels what both arms share (the batch's size, the HTTP round trip, the machine's load
+      at that moment), which a ratio of the two arms' overall means would mix in;
+    * returns the **median of the per-batch ratios**, so that one batch hit by a burst of
+      load through all its rounds does not decide either. A ratio (not a difference) keeps
+      the limit meaningful for any batch size or machine speed.
+
+    A kernel fallback slows every batch alike, so it moves every per-batch ratio and the
+    median with them; noise moves a few and the median ignores them. (With the default 256
+    typical rows there are two batches, whose median is their mean: there the per-arm medians
+    over the rounds carry the robustness.)
+
+    Returns None when either arm has no timed request left after the warm-up.
+    Raises ValueError when the arms' timings do not cover the same batches and rounds, or a
+    time is not finite and positive.
+    """
+    if warmup_rounds < 0:
+        raise ValueError(f"warmup_rounds must be at least 0, got {warmup_rounds}")
+    _check_timings("baseline", baseline)
+    _check_timings("candidate", candidate)
+    if [len(b) for b in baseline] != [len(c) for c in candidate]:
+        raise ValueError("baseline and candidate timings cover different batches or rounds")
+    timed_base = [batch[warmup_rounds:] for batch in baseline]
+    timed_cand = [batch[warmup_rounds:] for batch in candidate]
+    if not timed_base or not timed_base[0]:
+        return None
+    ratios = tuple(
+        float(np.median(c) / np.median(b)) for b, c in zip(timed_base, timed_cand, strict=True)
+    )
+    return LatencyComparison(
+        ratio=float(np.median(ratios)),
+        batch_ratios=ratios,
+        baseline_ms=float(np.median(np.concatenate(timed_base))) * 1000.0,
+        candidate_ms=float(np.median(np.concatenate(timed_cand))) * 1000.0,
+        batches=len(ratios),
+        timed_rounds=len(timed_base[0]),
+    )
+
+
+def _latency_summary(latency: LatencyComparison | None, limit: float) -> str:
+    if latency is None:
+        return "latency not timed"
+    return (
+        f"latency ratio {latency.ratio:.3g} (limit {limit:g}; median over {latency.batches} "
+        f"batch(es) of {latency.timed_rounds} timed round(s), baseline {latency.baseline_ms:.3g}"
+        f" ms, candidate {latency.candidate_ms:.3g} ms)"
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +185,7 @@ class ProbeReport:
     candidate_nonfinite: int
     rows: int
     result: GateResult
+    latency: LatencyComparison | None = None
 
 
 def _nonfinite(answers: ArmAnswers) -> int:
@@ -94,12 +203,21 @@ def _extra_nonfinite(baseline: ArmAnswers, candidate: ArmAnswers) -> int:
 
 
 def compare_outputs(
-    baseline: ArmAnswers, candidate: ArmAnswers, *, max_abs_error: float
+    baseline: ArmAnswers,
+    candidate: ArmAnswers,
+    *,
+    max_abs_error: float,
+    max_latency_ratio: float = DEFAULT_MAX_LATENCY_RATIO,
+    warmup_rounds: int = WARMUP_ROUNDS,
 ) -> ProbeReport:
-    """Judge the candidate's answers against the baseline's.
+    """Judge the candidate's answers, and how long it took to give them, against the baseline's.
 
     Fails (critically) on any non-finite output the baseline does not also produce, and on a
     max absolute error above ``max_abs_error`` over the typical rows where both are finite.
+    Fails (not critically: it is slow, not wrong) when both arms were timed and the
+    candidate's latency ratio (:func:`compare_latency`) is above ``max_latency_ratio``; the
+    result's value and threshold are then the ratio and the limit. The first rule that fails,
+    in that order, is the verdict; the message reports every figure.
     """
     if baseline.typical.shape != candidate.typical.shape or (
         baseline.extreme.shape != candidate.extreme.shape
@@ -114,9 +232,11 @@ def compare_outputs(
     )
     base_bad, cand_bad = _nonfinite(baseline), _nonfinite(candidate)
     extra_bad = _extra_nonfinite(baseline, candidate)
+    latency = compare_latency(baseline.seconds, candidate.seconds, warmup_rounds=warmup_rounds)
     summary = (
         f"max abs error {error:.3g} (limit {max_abs_error:g}), KL {kl:.2g}, "
-        f"non-finite outputs {cand_bad} (baseline {base_bad}) over {rows} rows"
+        f"non-finite outputs {cand_bad} (baseline {base_bad}) over {rows} rows, "
+        f"{_latency_summary(latency, max_latency_ratio)}"
     )
     if extra_bad:
         result = GateResult(
@@ -141,6 +261,17 @@ def compare_outputs(
             f"candidate outputs differ from the baseline's: {summary}",
             critical=True,
         )
+    elif latency is not None and latency.ratio > max_latency_ratio:
+        result = GateResult(
+            GATE,
+            Verdict.FAIL,
+            latency.ratio,
+            max_latency_ratio,
+            rows,
+            0.0,
+            f"candidate is {latency.ratio:.3g} times slower than the baseline on the same "
+            f"inputs: {summary}",
+        )
     else:
         result = GateResult(GATE, Verdict.PASS, error, max_abs_error, rows, 0.0, summary)
-    return ProbeReport(error, kl, base_bad, cand_bad, rows, result)
+    return ProbeReport(error, kl, base_bad, cand_bad, rows, result, latency)

@@ -1,7 +1,8 @@
 r"""The rollout state machine: ``decide(spec, status, observations, now)``.
 
-Pure and deterministic: the next status and the actions to take follow from
-the arguments alone. Stages::
+Pure and deterministic: the next status and the Events that explain it follow
+from the arguments alone. The status is the one output that acts: the controller
+renders the owned resources (replicas, traffic weights) from it. Stages::
 
     Pending (probe) -> Progressing -> Promoted
                    |  ^   \-> RolledBack
@@ -36,16 +37,9 @@ from gelu_rollout.analysis.observations import (
     observation_problem,
 )
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
-from gelu_rollout.rollout.actions import (
-    Action,
-    EmitEvent,
-    Promote,
-    Rollback,
-    ScaleCandidate,
-    SetWeight,
-)
 from gelu_rollout.rollout.conditions import FAILURE_REASONS, ConditionType, Reason, set_condition
 from gelu_rollout.rollout.evaluate import evaluate_gates, gate_names
+from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.requests import RequestKind
 from gelu_rollout.spec.model import RolloutSpec
@@ -55,12 +49,8 @@ from gelu_rollout.spec.status import LedgerEntry, RolloutStatus, Stage
 @dataclass(frozen=True)
 class Decision:
     status: RolloutStatus
-    actions: tuple[Action, ...]
+    events: tuple[EmitEvent, ...] = ()
     results: tuple[GateResult, ...] = ()
-
-    @property
-    def events(self) -> tuple[EmitEvent, ...]:
-        return tuple(a for a in self.actions if isinstance(a, EmitEvent))
 
 
 @dataclass(frozen=True)
@@ -114,7 +104,7 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 class _Next:
-    """The status being built for this tick, with the actions that go with it."""
+    """The status being built for this tick, with the Events that go with it."""
 
     def __init__(
         self, spec: RolloutSpec, status: RolloutStatus, now: datetime, generation: int | None
@@ -123,7 +113,7 @@ class _Next:
         self.status = status
         self.now = now
         self.generation = generation if generation is not None else status.observed_generation
-        self.actions: list[Action] = []
+        self.events: list[EmitEvent] = []
         # Gate results of this tick, and the verdicts of the tick before: the
         # ledger records every gate at a decision, otherwise only changes.
         self.results: tuple[GateResult, ...] = ()
@@ -136,7 +126,7 @@ class _Next:
         self.status = self.status.model_copy(update=changes)
 
     def event(self, reason: Reason, message: str, *, warning: bool = False) -> None:
-        self.actions.append(EmitEvent("Warning" if warning else "Normal", reason.value, message))
+        self.events.append(EmitEvent("Warning" if warning else "Normal", reason.value, message))
 
     def condition(self, type_: ConditionType, status: bool, reason: Reason, message: str) -> None:
         self.update(
@@ -172,7 +162,7 @@ class _Next:
 
     def decision(self) -> Decision:
         self._record()
-        return Decision(self.status, tuple(self.actions), self.results)
+        return Decision(self.status, tuple(self.events), self.results)
 
 
 def _overall(results: Sequence[GateResult]) -> Verdict:
@@ -197,7 +187,6 @@ def _probe_first(n: _Next, reason: Reason, message: str) -> None:
         message="probing the candidate before any traffic moves",
     )
     n.analysis(AnalysisState())
-    n.actions += [ScaleCandidate(n.spec.candidate.replicas), SetWeight(0)]
     n.condition(ConditionType.PROGRESSING, True, reason, message)
     n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
     n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
@@ -257,7 +246,6 @@ def _start(n: _Next, reason: Reason, message: str) -> None:
         message=f"step 1/{len(spec.traffic.steps)}: {weight}% of traffic to the candidate",
     )
     n.analysis(AnalysisState())
-    n.actions += [ScaleCandidate(spec.candidate.replicas), SetWeight(weight)]
     n.condition(ConditionType.PROGRESSING, True, reason, message)
     n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
     n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
@@ -273,7 +261,6 @@ def _roll_back(n: _Next, reason: Reason, message: str) -> None:
         finished_at=n.now,
         message=message,
     )
-    n.actions += [SetWeight(0), Rollback()]
     n.condition(ConditionType.ROLLED_BACK, True, reason, message)
     n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "rolled back")
     n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
@@ -283,7 +270,6 @@ def _roll_back(n: _Next, reason: Reason, message: str) -> None:
 def _promote(n: _Next, reason: Reason, message: str) -> None:
     n.decided = True
     n.update(stage=Stage.PROMOTED, candidate_weight=100, finished_at=n.now, message=message)
-    n.actions.append(Promote())
     n.condition(ConditionType.PROMOTED, True, reason, message)
     n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "promoted")
     n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
@@ -309,7 +295,6 @@ def _advance(n: _Next) -> None:
             segments=(*previous.segments, StepEvidence()), observed_at=previous.observed_at
         )
     )
-    n.actions.append(SetWeight(weight))
     n.condition(ConditionType.PROGRESSING, True, Reason.STEP_ADVANCED, message)
     n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis has data")
     n.event(Reason.STEP_ADVANCED, message)
@@ -391,7 +376,7 @@ def decide(
     *,
     generation: int | None = None,
 ) -> Decision:
-    """The next status and the actions to reach it. Never raises on any valid input."""
+    """The next status and the Events that explain it. Never raises on any valid input."""
     n = _Next(spec, status, now, generation)
     request = observations.request
     if request is not None and request.id == status.handled_request:

@@ -685,6 +685,15 @@ class ProbeSpec(SpecModel):
             " does not also produce fails the probe."
         ),
     )
+    max_latency_ratio: Number = Field(
+        default=3.0,
+        gt=1,
+        description=(
+            "Highest allowed ratio of the candidate's request time to the baseline's on"
+            " the same inputs: the median over batches of the per-batch ratio of median"
+            " client-side times, after a warm-up round. Above it the probe fails."
+        ),
+    )
     rows: StrictInt = Field(default=256, ge=16, le=4096, description="Input rows sent to each arm.")
 
 

@@ -10,7 +10,6 @@ from gelu_lab.bench.policies.base import Outcome
 from gelu_lab.bench.replay import Replay
 from gelu_lab.bench.scenario import Scenario
 from gelu_rollout.analysis.burn_rate import required_window_seconds
-from gelu_rollout.rollout.actions import Promote, Rollback
 from gelu_rollout.rollout.decide import Decision, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
 from gelu_rollout.rollout.observations import Observations
@@ -74,11 +73,10 @@ class GeluRolloutPolicy:
         status = RolloutStatus()
         for tick, decision in replay_decisions(scenario, spec_for(scenario, self.analysis)):
             status = decision.status
-            for action in decision.actions:
-                if isinstance(action, Rollback):
-                    return Outcome("rollback", tick, status.message)
-                if isinstance(action, Promote):
-                    return Outcome("promote", tick, status.message)
+            if status.stage is Stage.ROLLED_BACK:
+                return Outcome("rollback", tick, status.message)
+            if status.stage is Stage.PROMOTED:
+                return Outcome("promote", tick, status.message)
         return Outcome("stalled", None, status.message)
 
 
