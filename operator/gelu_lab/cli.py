@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from gelu_lab.bench.decisions import benchmark
-from gelu_lab.bench.generate import generate_suite
+from gelu_lab.bench.generate import FAMILIES, generate_suite
 from gelu_lab.bench.report import print_bench_report, print_variants_report
 from gelu_lab.bench.scenario import ScenarioError, load_scenarios, save_scenarios
 from gelu_lab.bench.variants import benchmark_variants
@@ -22,6 +22,7 @@ from gelu_lab.sandbox.prometheus import PrometheusNotInstalledError
 from gelu_lab.sandbox.triton import TritonStartError, TritonUnavailableError
 from gelu_rollout.cli.output import fail, out
 
+FAMILY_CHOICES = ", ".join(FAMILIES)
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app = typer.Typer()
 app.add_typer(bench_app, name="bench")
@@ -41,8 +42,14 @@ def bench_decisions(
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
-    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
-    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate per family.")] = 320,
+    per_fault: Annotated[
+        int, typer.Option(help="Scenarios to generate per fault kind and family.")
+    ] = 30,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Scenario family to generate (repeatable): {FAMILY_CHOICES}."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
 ) -> None:
     """False rollbacks, detection and delay: gelu-rollout vs Flagger- and Kayenta-style."""
@@ -51,9 +58,11 @@ def bench_decisions(
         suite = (
             load_scenarios(scenarios)
             if scenarios is not None
-            else generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+            else generate_suite(
+                seed=seed, healthy=healthy, per_fault=per_fault, families=family or tuple(FAMILIES)
+            )
         )
-    except ScenarioError as error:
+    except (ScenarioError, ValueError) as error:
         raise fail(str(error)) from None
     report = benchmark(suite, workers=workers)
     report["source"] = str(scenarios) if scenarios is not None else f"generated (seed {seed})"
@@ -97,12 +106,23 @@ def bench_variants(
 def bench_scenarios(
     directory: Annotated[Path, typer.Argument(help="Folder to write the scenario files into.")],
     seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
-    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate.")] = 320,
-    per_fault: Annotated[int, typer.Option(help="Scenarios to generate per fault kind.")] = 30,
+    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate per family.")] = 320,
+    per_fault: Annotated[
+        int, typer.Option(help="Scenarios to generate per fault kind and family.")
+    ] = 30,
+    family: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Scenario family to generate (repeatable): {FAMILY_CHOICES}."),
+    ] = None,
 ) -> None:
     """Write the generated scenario suite as JSON files (docs/scenario-format.md)."""
 
-    suite = generate_suite(seed=seed, healthy=healthy, per_fault=per_fault)
+    try:
+        suite = generate_suite(
+            seed=seed, healthy=healthy, per_fault=per_fault, families=family or tuple(FAMILIES)
+        )
+    except ValueError as error:
+        raise fail(str(error)) from None
     save_scenarios(suite, directory)
     out.print(f"{len(suite)} scenarios written to {directory}")
 

@@ -224,6 +224,8 @@ class Controller:
             interval,
             windows,
             now,
+            latency_histogram=spec.analysis.latency_histogram,
+            rollout_name=name,
         )
         return Observations(
             now,

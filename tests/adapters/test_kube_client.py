@@ -12,7 +12,7 @@ import kopf
 import pytest
 import pytest_asyncio
 
-from gelu_lab.sandbox.emulator import serve_emulator
+from gelu_lab.sandbox.emulator_server import serve_emulator
 from gelu_rollout.adapters.kube import FIELD_MANAGER, KubeClient, KubeError, login_for
 from gelu_rollout.adapters.kube.kinds import CONFIG_MAP, DEPLOYMENT, SERVICE
 

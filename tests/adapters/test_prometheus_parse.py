@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
-from gelu_rollout.adapters.prometheus.parse import per_bucket, to_observations
+from gelu_rollout.adapters.prometheus.parse import latency_histogram, per_bucket, to_observations
 from gelu_rollout.adapters.prometheus.queries import ArmQueries, QueryPlan, build_plan
-from gelu_rollout.analysis.observations import WindowCounts
+from gelu_rollout.analysis.observations import ArmTotals, WindowCounts, observation_problem
+from gelu_rollout.analysis.tail_latency import LatencyHistogram
+from gelu_rollout.spec.model import LatencyHistogramSource
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 Vector = list[dict[str, Any]]
@@ -21,7 +23,7 @@ def scalar(value: float | str) -> Vector:
     return [{"metric": {}, "value": [1772366400.0, str(value)]}]
 
 
-def buckets(pairs: Sequence[tuple[str, float]]) -> Vector:
+def buckets(pairs: Sequence[tuple[str, float | str]]) -> Vector:
     return [{"metric": {"le": le}, "value": [1772366400.0, str(v)]} for le, v in pairs]
 
 
@@ -188,3 +190,202 @@ def test_a_histogram_without_le_is_malformed() -> None:
     assert obs.candidate is None
     assert obs.missing_reason is not None
     assert "unexpected answer" in obs.missing_reason
+
+
+# -- the optional latency signals ---------------------------------------------------------------
+
+SOURCE = LatencyHistogramSource.model_validate(
+    {"metric": "gateway_request_duration_seconds_bucket", "armLabel": "service"}
+)
+# Cumulative, in seconds, shuffled: 100 requests up to 1 ms, 50 more up to 2.5 ms, ...
+SECONDS = (("0.0025", 150), ("+Inf", 200), ("0.001", 100), ("0.01", 190))
+
+
+def latency_plan(
+    source: LatencyHistogramSource = SOURCE, interval: float = 60, scrape: float = 15
+) -> QueryPlan:
+    return build_plan(
+        "ns", "r", "m", interval, [60], scrape_interval_seconds=scrape, latency_histogram=source
+    )
+
+
+def latency_results(
+    p: QueryPlan,
+    *,
+    mean: Vector | None = None,
+    queue: Vector | None = None,
+    compute: Vector | None = None,
+    histogram: Vector | None = None,
+) -> dict[str, Vector]:
+    results = all_results(p)
+    for arm in p.arms:
+        assert arm.latency_histogram is not None
+        results[arm.latency_mean_ms] = scalar(4.5) if mean is None else mean
+        results[arm.queue_ms] = scalar(0.5) if queue is None else queue
+        results[arm.compute_ms] = scalar(3.25) if compute is None else compute
+        results[arm.latency_histogram.expr] = buckets(SECONDS) if histogram is None else histogram
+    return results
+
+
+def test_means_and_the_latency_histogram_are_read_in_milliseconds() -> None:
+    p = latency_plan()
+    obs = to_observations(p, latency_results(p), at=AT)
+    assert obs.missing_reason is None
+    for arm in (obs.baseline, obs.candidate):
+        assert arm is not None
+        assert (arm.latency_mean_ms, arm.queue_ms, arm.compute_ms) == (4.5, 0.5, 3.25)
+        assert arm.latency_histogram == LatencyHistogram((1.0, 2.5, 10.0), (100, 50, 40, 10))
+        assert arm.p99_window_seconds == 60
+        # What the core checks before it adds a tick: nothing wrong.
+        assert observation_problem(arm, ArmTotals()) is None
+
+
+def test_without_a_histogram_source_there_is_no_latency_histogram() -> None:
+    p = plan()
+    results = all_results(p)
+    for arm in p.arms:
+        results[arm.latency_mean_ms] = scalar(2)
+    obs = to_observations(p, results, at=AT)
+    assert obs.candidate is not None
+    assert obs.candidate.latency_histogram is None
+    assert obs.candidate.latency_mean_ms == 2
+    # Means that were not answered at all are None, not missing data.
+    assert obs.candidate.queue_ms is None
+
+
+def test_milliseconds_edges_are_taken_as_they_are() -> None:
+    p = latency_plan(SOURCE.model_copy(update={"unit": "milliseconds"}))
+    hist = buckets((("0.5", 1), ("1", 3), ("+Inf", 4)))
+    obs = to_observations(p, latency_results(p, histogram=hist), at=AT)
+    assert obs.candidate is not None
+    assert obs.candidate.latency_histogram == LatencyHistogram((0.5, 1.0), (1, 2, 1))
+
+
+def test_seconds_edges_become_round_milliseconds() -> None:
+    # 0.005 * 1000 is 5.000000000000001 in floating point; the edge is 5 ms.
+    edges = [0.0005 * 2 ** (k / 5) for k in range(73)]
+    cumulative = [(repr(e), 10.0 * i) for i, e in enumerate(edges)] + [("+Inf", 730.0)]
+    p = latency_plan()
+    obs = to_observations(p, latency_results(p, histogram=buckets(cumulative)), at=AT)
+    assert obs.candidate is not None
+    hist = obs.candidate.latency_histogram
+    assert hist is not None
+    assert hist.edges[0] == 0.5
+    assert len(hist.edges) == 73
+    assert hist.edges == pytest.approx([e * 1000 for e in edges], rel=1e-11)
+    assert hist.counts == (0,) + (10,) * 72 + (10,)
+    five = parse_latency(buckets((("0.005", 1), ("+Inf", 1))), p)
+    assert five is not None
+    assert five.edges == (5.0,)
+
+
+def parse_latency(vector: Vector, p: QueryPlan) -> LatencyHistogram | None:
+    query = p.candidate.latency_histogram
+    assert query is not None
+    return latency_histogram(vector, query)
+
+
+def test_latency_counts_are_scaled_like_every_count() -> None:
+    # A 10 s tick with 15 s scrapes is queried over 30 s: the counts are scaled by 10/30.
+    p = latency_plan(interval=10)
+    hist = parse_latency(buckets((("0.001", 30), ("+Inf", 60))), p)
+    assert hist == LatencyHistogram((1.0,), (10, 10))
+
+
+def test_non_positive_bounds_are_folded_into_the_next_bucket() -> None:
+    p = latency_plan()
+    hist = parse_latency(buckets((("-1", 0), ("0", 2), ("0.001", 5), ("+Inf", 9))), p)
+    assert hist == LatencyHistogram((1.0,), (5, 4))
+
+
+def test_a_dip_in_cumulative_latency_counts_counts_zero() -> None:
+    p = latency_plan()
+    hist = parse_latency(buckets((("0.001", 5), ("0.002", 4.5), ("+Inf", 6))), p)
+    assert hist == LatencyHistogram((1.0, 2.0), (5, 0, 1))
+
+
+@pytest.mark.parametrize(
+    "histogram",
+    [
+        pytest.param([], id="empty"),
+        pytest.param(buckets((("0.001", 5), ("0.01", 7))), id="no +Inf bucket"),
+        pytest.param(buckets((("+Inf", 7),)), id="no finite bucket"),
+        pytest.param(buckets((("0", 1), ("+Inf", 7))), id="no positive bucket"),
+        pytest.param(buckets((("0.001", "NaN"), ("+Inf", 7))), id="NaN count"),
+        pytest.param(buckets((("0.001", 2), ("+Inf", "+Inf"))), id="infinite count"),
+        pytest.param(buckets((("0.001", -1), ("+Inf", 7))), id="negative count"),
+        pytest.param(buckets((("NaN", 1), ("+Inf", 7))), id="NaN bound"),
+        pytest.param(buckets((("fast", 1), ("+Inf", 7))), id="unreadable bound"),
+        pytest.param(buckets((("0.001", 1), ("1e-3", 2), ("+Inf", 7))), id="repeated bound"),
+        pytest.param(buckets((("0.001", 1), ("+Inf", 7))) + scalar(3), id="a sample without le"),
+        pytest.param([*buckets((("0.001", 1),)), {"metric": {"le": "+Inf"}}], id="no value"),
+        pytest.param(scalar(3), id="not a histogram"),
+        pytest.param("3", id="not a vector"),
+    ],
+)
+def test_a_garbled_latency_histogram_is_none_and_the_arm_stays(histogram: Vector) -> None:
+    p = latency_plan()
+    good = latency_results(p)
+    results = latency_results(p, histogram=histogram)
+    query = p.baseline.latency_histogram
+    assert query is not None
+    results[query.expr] = good[query.expr]  # the baseline's is fine
+    obs = to_observations(p, results, at=AT)
+    assert obs.missing_reason is None
+    assert obs.baseline is not None
+    assert obs.candidate is not None
+    assert obs.baseline.latency_histogram is not None
+    assert obs.candidate.latency_histogram is None
+    assert obs.candidate.requests == 1000
+    assert obs.candidate.latency_mean_ms == 4.5
+
+
+@pytest.mark.parametrize(
+    "mean",
+    [
+        pytest.param([], id="empty"),
+        pytest.param(scalar("NaN"), id="no successful request (0/0)"),
+        pytest.param(scalar("+Inf"), id="time without requests"),
+        pytest.param(scalar(-1), id="negative"),
+        pytest.param(scalar(1) + scalar(2), id="two samples"),
+        pytest.param([{"metric": {}}], id="no value"),
+        pytest.param("4.5", id="not a vector"),
+    ],
+)
+def test_an_unusable_mean_is_none_and_the_counts_stay(mean: Vector) -> None:
+    p = latency_plan()
+    results = latency_results(p)
+    results[p.candidate.latency_mean_ms] = mean
+    obs = to_observations(p, results, at=AT)
+    assert obs.missing_reason is None
+    c = obs.candidate
+    assert c is not None
+    assert c.latency_mean_ms is None
+    # Everything else of the arm is as it was: counts, parts, histogram, P99.
+    assert (c.requests, c.failures, c.histogram, c.p99_ms) == (1000, 3, (5, 20, 10, 5), 12.5)
+    assert (c.queue_ms, c.compute_ms) == (0.5, 3.25)
+    assert c.latency_histogram is not None
+    assert obs.baseline is not None
+    assert obs.baseline.latency_mean_ms == 4.5
+
+
+def test_unanswered_optional_queries_leave_only_their_fields_none() -> None:
+    # What the observer hands over when the optional queries failed: they are left out.
+    p = latency_plan()
+    results = {e: v for e, v in latency_results(p).items() if e not in p.optional_expressions()}
+    obs = to_observations(p, results, at=AT)
+    assert obs.missing_reason is None
+    for arm in (obs.baseline, obs.candidate):
+        assert arm is not None
+        assert (arm.latency_mean_ms, arm.queue_ms, arm.compute_ms) == (None, None, None)
+        assert arm.latency_histogram is None
+        assert arm.requests == 1000
+
+
+def test_a_missing_count_still_blinds_the_tick_with_the_latency_signals_present() -> None:
+    p = latency_plan()
+    results = latency_results(p)
+    results[p.candidate.requests.expr] = []
+    obs = to_observations(p, results, at=AT)
+    assert (obs.baseline, obs.candidate) == (None, None)
+    assert obs.missing_reason == "no data for the candidate: requests over 60s is empty"

@@ -20,8 +20,10 @@ from gelu_lab.bench.policies.kayenta import (
     remove_outliers,
     score_results,
 )
+from gelu_lab.bench.policies.promql import request_duration_p99
 from gelu_lab.bench.scenario import ArmTick, Scenario, StepPlan, Tick
 from gelu_rollout.analysis.observations import ArmObservation
+from gelu_rollout.analysis.tail_latency import LatencyHistogram
 
 BOUNDS = (-0.1, 0.5, 1.0, 2.0)
 # Share of outputs per bucket (len(BOUNDS) + 1 buckets). Sixteenths, and arms of 1024 and
@@ -600,3 +602,86 @@ def test_kayenta_parameters() -> None:
     assert KayentaStylePolicy.name == "kayenta-style"
     with pytest.raises(ValueError, match="marginal"):
         KayentaStylePolicy(marginal=96, pass_score=95)
+
+
+# --- Latency from a request-duration histogram, where the scenario has one ----------------------
+
+LATENCY_BOUNDS = (50.0, 100.0, 250.0, 500.0)
+
+
+def _with_latency(
+    scenario: Scenario, shapes: Sequence[tuple[Sequence[float], Sequence[float]]]
+) -> Scenario:
+    """The scenario with a cumulative latency histogram per arm: per tick, the share of the
+    arm's requests in each latency bucket (baseline shape, candidate shape)."""
+    totals = {"baseline": np.zeros(len(LATENCY_BOUNDS) + 1), "candidate": np.zeros(5)}
+    ticks = []
+    previous = {"baseline": 0.0, "candidate": 0.0}
+    for tick, (base_shape, cand_shape) in zip(scenario.ticks, shapes, strict=True):
+        arms = {}
+        for name, arm, shape in (
+            ("baseline", tick.baseline, base_shape),
+            ("candidate", tick.candidate, cand_shape),
+        ):
+            requests = arm.requests - previous[name]
+            previous[name] = arm.requests
+            totals[name] = totals[name] + requests * np.asarray(shape)
+            arms[name] = replace(arm, latency_histogram=tuple(float(x) for x in totals[name]))
+        ticks.append(Tick(arms["baseline"], arms["candidate"]))
+    return replace(scenario, latency_bounds=LATENCY_BOUNDS, ticks=tuple(ticks))
+
+
+FAST = (0.5, 0.495, 0.005, 0.0, 0.0)  # P99 inside (50, 100]: about 99 ms
+SLOW_TAIL = (0.5, 0.45, 0.0, 0.05, 0.0)  # 5% of requests in (250, 500]: P99 about 450 ms
+
+
+def test_request_duration_is_the_histogram_quantile_where_a_histogram_exists() -> None:
+    arm = ArmObservation(
+        100, 0, 0, (), 80.0, latency_histogram=LatencyHistogram(LATENCY_BOUNDS, (50, 45, 0, 5, 0))
+    )
+    assert request_duration_p99(arm) == pytest.approx(
+        histogram_quantile(0.99, LATENCY_BOUNDS, (50, 45, 0, 5, 0))
+    )
+    assert request_duration_p99(arm) == pytest.approx(450.0)
+    empty = replace(arm, latency_histogram=LatencyHistogram(LATENCY_BOUNDS, (0, 0, 0, 0, 0)))
+    assert request_duration_p99(empty) is None  # no values found
+    assert request_duration_p99(replace(arm, latency_histogram=None)) == 80.0
+
+
+def test_flagger_judges_request_duration_from_the_histogram() -> None:
+    ticks = 10
+    # p99Ms says 100 ms everywhere; the candidate's histogram puts 5% above 250 ms.
+    slow = _with_latency(build(_healthy(ticks)), [(FAST, SLOW_TAIL)] * ticks)
+    policy = FlaggerStylePolicy()
+    outcome = policy.run(slow)
+    assert (outcome.decision, outcome.tick) == ("rollback", policy.threshold - 1)
+    assert "request duration 450ms > 250ms" in outcome.reason
+    # The other way round: p99Ms above the ceiling, the histogram well below it.
+    fast = _with_latency(
+        build([(b, replace(c, p99=400.0)) for b, c in _healthy(ticks)]), [(FAST, FAST)] * ticks
+    )
+    assert policy.run(fast).decision == "promote"
+    assert policy.run(build([(b, replace(c, p99=400.0)) for b, c in _healthy(ticks)])).decision == (
+        "rollback"
+    )
+
+
+def test_flagger_empty_latency_histogram_is_no_values() -> None:
+    ticks = 10
+    scenario = _with_latency(build(_healthy(ticks)), [(FAST, (0, 0, 0, 0, 0))] * ticks)
+    outcome = FlaggerStylePolicy().run(scenario)
+    assert outcome.decision == "rollback"
+    assert "no values found for request-duration" in outcome.reason
+
+
+def test_kayenta_takes_p99_points_from_the_histogram() -> None:
+    ticks = 10
+    policy = KayentaStylePolicy()
+    clean = _with_latency(build(_healthy(ticks)), [(FAST, FAST)] * ticks)
+    assert policy.run(clean).decision == "promote"
+    # Same p99Ms in both arms, but the candidate's histogram tail is slower: p99-ms High.
+    slow_shape = [(FAST, SLOW_TAIL if t % 2 else (0.5, 0.46, 0.0, 0.04, 0.0)) for t in range(10)]
+    slow = _with_latency(build(_healthy(ticks)), slow_shape)
+    outcome = policy.run(slow)
+    assert (outcome.decision, outcome.tick) == ("rollback", slow.planned_ticks - 1)
+    assert "p99-ms=High" in outcome.reason

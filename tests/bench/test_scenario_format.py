@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from gelu_lab.bench.generate import generate_suite
 from gelu_lab.bench.scenario import (
     FORMAT,
+    FORMAT_V1,
     ArmTick,
     Scenario,
     ScenarioError,
@@ -242,11 +244,17 @@ def test_a_reset_in_one_bucket_only_affects_that_bucket() -> None:
     assert cand.histogram == (1, 3, 4, 1)
 
 
-def test_documented_example_is_valid_and_behaves_as_described() -> None:
+def _doc_block(heading: str) -> dict[str, Any]:
     text = DOC.read_text()
-    match = re.search(r"## A complete example.*?```json\n(.*?)```", text, re.S)
-    assert match is not None, "the example block is missing from docs/scenario-format.md"
-    scenario = scenario_from_json(json.loads(match.group(1)), "doc-example")
+    match = re.search(rf"## {heading}.*?```json\n(.*?)```", text, re.S)
+    assert match is not None, f"the {heading!r} block is missing from docs/scenario-format.md"
+    document: dict[str, Any] = json.loads(match.group(1))
+    return document
+
+
+def test_documented_example_is_valid_and_behaves_as_described() -> None:
+    scenario = scenario_from_json(_doc_block("A complete example"), "doc-example")
+    assert not scenario.adaptive
     assert scenario.planned_ticks == 4
     assert len(scenario.histogram_bounds) + 1 == len(scenario.ticks[0].baseline.histogram)
     increments = list(deltas(scenario))
@@ -255,4 +263,130 @@ def test_documented_example_is_valid_and_behaves_as_described() -> None:
     for base, cand in increments:
         assert sum(base.histogram) == base.requests
         assert sum(cand.histogram) == cand.requests
+        for arm in (base, cand):
+            assert arm.latency_histogram is not None
+            assert arm.latency_histogram.requests == arm.requests
+            assert arm.p99_window_seconds == 60
+    candidate = [c for _, c in increments]
+    assert candidate[0].latency_mean_ms == pytest.approx(50.0)
+    assert candidate[2].latency_mean_ms == pytest.approx(25000 / 494)
+    assert candidate[2].queue_ms == pytest.approx(2500 / 494)
+    assert candidate[3].latency_histogram is not None
+    assert candidate[3].latency_histogram.counts == (490, 9, 1)
+    assert increments[2][0].latency_mean_ms is None  # the baseline has no duration counter
     assert scenario_from_json(copy.deepcopy(scenario_to_json(scenario))) == scenario
+
+
+def test_documented_adaptive_example_is_valid_and_behaves_as_described() -> None:
+    scenario = scenario_from_json(_doc_block("An adaptive example"), "doc-adaptive")
+    assert scenario.adaptive
+    assert scenario.model is not None
+    assert scenario.length == 3
+    first, second, third = scenario.model.ticks
+    assert second.candidate.median_ms == 50  # changed
+    assert second.candidate.log_sd == first.candidate.log_sd == 0.45  # carried over
+    assert second.candidate.tail_log_sd == 0.45  # defaults to logSd
+    assert third.baseline.failure_ratio == 0.0004
+    assert third.baseline.output_mix == (1, 0)
+    assert scenario.model.cold_start.share == 0.2
+    assert scenario.p99_window is not None
+    assert scenario.p99_window.seconds == 60
+    assert scenario_from_json(copy.deepcopy(scenario_to_json(scenario))) == scenario
+    with pytest.raises(ValueError, match="adaptive"):
+        list(deltas(scenario))
+
+
+def test_v1_files_are_still_read() -> None:
+    document = _document()
+    document["format"] = FORMAT_V1
+    for tick in document["ticks"]:
+        for arm in tick.values():
+            arm.pop("latencyHistogram", None)
+    scenario = scenario_from_json(document, "old.json")
+    assert scenario == _scenario()
+    assert scenario_to_json(scenario)["format"] == FORMAT  # written back as v2
+    assert scenario.p99_window_seconds == scenario.tick_seconds
+    for key, value in (("labels", {"a": "b"}), ("latencyBounds", [1, 2]), ("model", {})):
+        with pytest.raises(ScenarioError, match=key):
+            scenario_from_json({**document, key: value}, "old.json")
+
+
+def test_generated_adaptive_scenarios_round_trip_and_stay_small(tmp_path: Path) -> None:
+    suite = generate_suite(seed=4, healthy=2, per_fault=1)
+    for scenario in suite:
+        text = json.dumps(scenario_to_json(scenario), separators=(",", ":"))
+        assert scenario_from_json(json.loads(text)) == scenario
+        assert len(text) < 90_000
+    save_scenarios(suite[:3], tmp_path)
+    assert load_scenarios(tmp_path) == sorted(suite[:3], key=lambda s: s.name)
+
+
+def test_the_writer_leaves_out_what_did_not_change() -> None:
+    scenario = generate_suite(seed=4, healthy=1, per_fault=0, families=("short",))[0]
+    document = scenario_to_json(scenario)
+    ticks = document["model"]["ticks"]
+    assert set(ticks[0]["baseline"]) == {
+        "failureRatio",
+        "medianMs",
+        "logSd",
+        "tailLogSd",
+        "outputMix",
+        "slowShare",
+        "slowFactor",
+        "queueShare",
+        "nonfiniteRate",
+    }
+    assert "logSd" not in ticks[1]["baseline"]  # constant over the stream
+    assert "nonfiniteRate" not in ticks[5]["candidate"]
+
+
+ADAPTIVE_INVALID = [
+    ("model.seed", -1, "model.seed"),
+    ("model.seed", ..., "model.seed"),
+    ("model.outputsPerRequest", 0, "model.outputsPerRequest"),
+    ("model.outputComponents", [], "model.outputComponents"),
+    ("model.outputComponents[0]", [1, 2], "model.outputComponents[0]"),
+    ("model.outputComponents[1]", [0, 0, 0, 0], "model.outputComponents[1]"),
+    ("model.coldStart.share", 2, "model.coldStart.share"),
+    ("model.ticks", [], "model.ticks"),
+    ("model.ticks[0].requests", -5, "model.ticks[0].requests"),
+    ("model.ticks[0].candidate.medianMs", ..., "model.ticks[0].candidate.medianMs"),
+    ("model.ticks[0].candidate.medianMs", 0, "model.ticks[0].candidate.medianMs"),
+    ("model.ticks[0].baseline.failureRatio", 1.5, "model.ticks[0].baseline.failureRatio"),
+    ("model.ticks[1].candidate.logSd", -0.1, "model.ticks[1].candidate.logSd"),
+    ("model.ticks[1].candidate.outputMix", [1], "model.ticks[1].candidate.outputMix"),
+    ("model.ticks[1].candidate.outputMix", [0, 0], "model.ticks[1].candidate.outputMix"),
+    ("model.ticks[2].baseline.nonfiniteRate", "x", "model.ticks[2].baseline.nonfiniteRate"),
+    ("model.ticks[2].baseline.color", 1, "model.ticks[2].baseline.color"),
+    ("model.ticks[2].candidate", 3, "model.ticks[2].candidate"),
+    ("p99Window.seconds", 5, "p99Window.seconds"),
+    ("p99Window.ageBuckets", 0, "p99Window.ageBuckets"),
+    ("latencyBounds", [10, 5], "latencyBounds"),
+    ("latencyBounds", [0, 5], "latencyBounds"),
+    ("labels", {"family": 3}, "labels"),
+    ("ticks", [], "model"),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "field"), ADAPTIVE_INVALID)
+def test_every_adaptive_validation_error_names_its_field(path: str, value: Any, field: str) -> None:
+    document = copy.deepcopy(_doc_block("An adaptive example"))
+    _set(document, path, value)
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_json(document, "bad.json")
+    problems = str(caught.value).splitlines()[1:]
+    assert any(line.strip().startswith(f"{field}:") for line in problems), str(caught.value)
+
+
+def test_fixed_latency_fields_are_validated() -> None:
+    document = _doc_block("A complete example")
+    _set(document, "ticks[1].candidate.latencyHistogram", [1, 2])
+    _set(document, "ticks[2].candidate.durationMs", -1)
+    with pytest.raises(ScenarioError) as caught:
+        scenario_from_json(document, "bad.json")
+    fields = {line.strip().split(":")[0] for line in str(caught.value).splitlines()[1:]}
+    assert fields == {"ticks[1].candidate.latencyHistogram", "ticks[2].candidate.durationMs"}
+    no_bounds = _doc_block("A complete example")
+    del no_bounds["latencyBounds"]
+    with pytest.raises(ScenarioError, match="needs latencyBounds"):
+        scenario_from_json(no_bounds, "bad.json")

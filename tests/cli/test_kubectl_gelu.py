@@ -167,6 +167,30 @@ def test_the_rich_summary_is_coloured_by_stage() -> None:
     assert str(text.style) == "bold red"
 
 
+def test_the_power_plan_shows_what_each_gate_needs_while_the_rollout_runs() -> None:
+    plan = [
+        {"gate": "errorRate", "detects": "a burn rate of 6", "needed": 4600.0, "have": 600.0,
+         "unit": "candidate requests", "met": False, "etaSeconds": 7200.0},
+        {"gate": "latencyRegression", "detects": "a +50% P99 regression", "needed": 900.0,
+         "have": 1200.0, "unit": "candidate requests", "met": True, "etaSeconds": 0.0},
+    ]  # fmt: skip
+    running = rollout({"stage": "Progressing", "candidateWeight": 10, "powerPlan": plan})
+    text = to_text(render_status(running, now=NOW), width=160)
+    assert "Power plan" in text
+    assert "4,600" in text
+    assert "120m" in text  # the errorRate gate's time to go
+    assert "met" in text
+    done = rollout({"stage": "Promoted", "candidateWeight": 100, "powerPlan": plan})
+    assert "Power plan" not in to_text(render_status(done, now=NOW), width=160)
+
+
+def test_a_pass_says_what_it_rests_on() -> None:
+    passed = rollout(
+        {"stage": "Progressing", "ledger": [entry(30, "errorRate", "Pass", basis="power")]}
+    )
+    assert "Pass (power)" in to_text(render_status(passed, now=NOW), width=200)
+
+
 def test_a_limited_ledger_says_how_many_rows_it_hides() -> None:
     table = ledger_table(ROLLED_BACK, NOW, limit=1)
     assert len(table.rows) == 1

@@ -15,13 +15,21 @@ import pytest
 import yaml
 
 from gelu_lab.sandbox.stack import Sandbox, sandbox
-from gelu_lab.sandbox.traffic import TrafficGenerator
+from gelu_lab.sandbox.traffic import GATEWAY_METRIC, TrafficGenerator
 from gelu_rollout.variants.repository import Faults, render_repository
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
 
 MODEL = "gelu_mlp"
 RATE_PER_S = 40.0
+GATEWAY_HISTOGRAM = {
+    "metric": f"{GATEWAY_METRIC}_bucket",
+    "armLabel": "destination_service_name",
+    "matchers": [
+        {"label": "destination_service_namespace", "value": "default"},
+        {"label": "response_code", "value": "200"},
+    ],
+}
 
 
 def manifest(
@@ -56,6 +64,9 @@ def manifest(
                     "latency": {"maxRegression": 1.0, "minTicks": 2},
                     "divergence": {"minOutputs": 500},
                 },
+                # The sandbox's traffic router plays the Gateway: its request-duration
+                # histogram per arm Service (default values: <name>-baseline, -candidate).
+                "latencyHistogram": GATEWAY_HISTOGRAM,
             },
         },
     }
@@ -91,6 +102,7 @@ def traffic(
         rate_per_s=RATE_PER_S,
         duration_s=seconds,
         scale=scale,
+        gateway=stack.gateway,
     )
 
 

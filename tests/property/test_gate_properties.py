@@ -388,8 +388,8 @@ def test_latency_gates_are_well_formed_over_many_ticks(
     for n_b, n_c, p99_b, ratio in ticks:
         evidence = accumulate(
             evidence,
-            ArmObservation(n_b, 0.0, 0.0, (), p99_b),
-            ArmObservation(n_c, 0.0, 0.0, (), p99_b * ratio),
+            ArmObservation(n_b, 0.0, 0.0, (), p99_b, p99_window_seconds=INTERVAL),
+            ArmObservation(n_c, 0.0, 0.0, (), p99_b * ratio, p99_window_seconds=INTERVAL),
             interval_seconds=INTERVAL,
             latency_ceiling_ms=ceiling_ms,
             max_regression=max_regression,

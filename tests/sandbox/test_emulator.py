@@ -18,12 +18,8 @@ import pytest_asyncio
 import yaml
 
 from gelu_lab.sandbox import emulator as emulator_module
-from gelu_lab.sandbox.emulator import (
-    EmulatorServer,
-    SandboxEmulator,
-    serve_emulator,
-    write_kubeconfig,
-)
+from gelu_lab.sandbox.emulator import SandboxEmulator
+from gelu_lab.sandbox.emulator_server import EmulatorServer, serve_emulator, write_kubeconfig
 
 GMR = "gelu.dev/v1alpha1/gelumodelrollouts"
 GMRS = "/apis/gelu.dev/v1alpha1/namespaces/default/gelumodelrollouts"

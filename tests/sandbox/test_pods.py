@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 import tritonclient.http.aio as triton_http
 
-from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
+from gelu_lab.sandbox.emulator_server import EmulatorServer, serve_emulator
 from gelu_lab.sandbox.kubelet import PodInfo, PodRunner
 from gelu_lab.sandbox.kubelet.deployments import (
     PodCounts,

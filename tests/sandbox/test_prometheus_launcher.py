@@ -21,6 +21,7 @@ from gelu_lab.sandbox.prometheus import (
     PrometheusServer,
     PrometheusStartError,
     ScrapeTarget,
+    group_targets_path,
     render_config,
 )
 from tests.metrics_targets import MetricsTarget
@@ -52,7 +53,20 @@ def test_config_scrapes_the_discovery_file_at_the_given_intervals(tmp_path: Path
         "evaluation_interval": "2s",
     }
     (job,) = config["scrape_configs"]
-    assert job["file_sd_configs"][0]["files"] == [str(tmp_path / "t.json")]
+    # The default file and every group's beside it.
+    assert job["file_sd_configs"][0]["files"] == [
+        str(tmp_path / "t.json"),
+        str(tmp_path / "t-*.json"),
+    ]
+
+
+def test_group_files_sit_beside_the_default_one(tmp_path: Path) -> None:
+    assert group_targets_path(tmp_path / "targets.json", "gateway") == (
+        tmp_path / "targets-gateway.json"
+    )
+    for bad in ("", "Gateway", "../x", "a/b", "*", "-x"):
+        with pytest.raises(ValueError, match="target group"):
+            group_targets_path(tmp_path / "targets.json", bad)
 
 
 def test_target_labels_are_checked() -> None:
@@ -165,3 +179,30 @@ def test_file_discovery_adds_and_replaces_targets() -> None:
         scraped = second.scrapes
         time.sleep(1.5)
         assert second.scrapes > scraped
+
+
+@pytest.mark.prometheus
+def test_a_group_of_targets_is_kept_apart_from_the_others() -> None:
+    # The pod runner rewrites the default file as pods come and go; the Gateway's group
+    # stays scraped throughout.
+    with (
+        MetricsTarget("pod_total 1\n") as pod,
+        MetricsTarget("gateway_total 2\n") as gateway,
+        PrometheusServer(scrape_interval_seconds=1.0) as server,
+    ):
+        server.set_targets(
+            [ScrapeTarget(gateway.address, {"component": "gateway"})], group="gateway"
+        )
+        server.set_targets([ScrapeTarget(pod.address, {"pod": "p-0"})])
+        assert json.loads((server.workdir / "targets-gateway.json").read_text()) == [
+            {"targets": [gateway.address], "labels": {"component": "gateway"}}
+        ]
+        server.wait_for_targets(2)
+        server.set_targets([])  # the last pod went
+        deadline = time.monotonic() + 20
+        while [t["labels"].get("component") for t in server.active_targets()] != ["gateway"]:
+            assert time.monotonic() < deadline, "the pod's target was never dropped"
+            time.sleep(0.1)
+        (sample,) = query(server.url, "gateway_total")
+        assert sample["metric"]["component"] == "gateway"
+        assert sample["metric"]["job"] == "sandbox"

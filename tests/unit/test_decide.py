@@ -307,3 +307,37 @@ def test_a_hand_edited_analysis_state_starts_afresh_instead_of_crashing() -> Non
     assert driver.status.stage is Stage.PROGRESSING
     assert decision.results  # judged on fresh evidence
     assert driver.status.analysis["look"] == 1
+
+
+def test_evidence_of_health_carries_into_the_next_step() -> None:
+    """errorRate passed at 10% stays passed at the first tick of 50%: the whole rollout's
+    requests count, not only the new step's."""
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    while driver.status.step_index == 0:
+        driver.tick()
+    assert driver.status.step_index == 1
+    decision = driver.tick()
+    verdicts = {r.gate: r.verdict.value for r in decision.results}
+    assert verdicts["errorRate"] == "Pass"
+
+
+def test_harm_at_a_step_fails_it_however_clean_the_steps_before() -> None:
+    """A million clean requests at 10%, then 1% errors at 50%: over the whole rollout the
+    rate is within tolerance, but the step's own segment shows the harm."""
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    while driver.status.step_index == 0:
+        clean = arm(requests=400_000.0, windows=driver.windows())
+        driver.tick(baseline=clean, candidate=clean)
+    for _ in range(3):
+        if driver.status.stage is Stage.ROLLED_BACK:
+            break
+        windows = driver.windows()
+        driver.tick(
+            baseline=arm(requests=10_000.0, windows=windows),
+            candidate=arm(requests=10_000.0, failures=100.0, windows=windows),
+        )
+    assert driver.status.stage is Stage.ROLLED_BACK
+    failing = [e for e in driver.status.ledger if e.verdict == "Fail"]
+    assert {e.step for e in failing} == {1}

@@ -50,7 +50,8 @@ from gelu_rollout.analysis.observations import (
     accumulate,
     latency_clip,
 )
-from gelu_rollout.analysis.sequential import scale_free_log_evalue, spent_alpha
+from gelu_rollout.analysis.power import binomial_plan_trials, zero_failure_proof_requests
+from gelu_rollout.analysis.sequential import RATE_MULTIPLIERS, scale_free_log_evalue, spent_alpha
 from gelu_rollout.analysis.verdict import GateResult, Verdict
 
 ALPHA = 0.01 / (5 * 4)
@@ -58,6 +59,8 @@ BUDGET = 0.001
 MAX_BURN = 1.0
 MAX_RATIO = 2.0
 MIN_REQUESTS = 500
+DETECT_BURN = 6.0
+POWER = 0.8
 MAX_REGRESSION = 0.1
 MIN_TICKS = 3
 CEILING_MS = 250.0
@@ -89,7 +92,9 @@ def arm(
     histogram: Sequence[float] = (),
     p99: float | None = None,
     windows: Mapping[float, tuple[float, float]] | None = None,
+    p99_window: float = INTERVAL,
 ) -> ArmObservation:
+    """One arm's tick; its P99 covers the tick alone unless ``p99_window`` says otherwise."""
     return ArmObservation(
         requests=requests,
         failures=failures,
@@ -97,6 +102,7 @@ def arm(
         histogram=tuple(float(x) for x in histogram),
         p99_ms=p99,
         windows={s: WindowCounts(r, f) for s, (r, f) in (windows or {}).items()},
+        p99_window_seconds=p99_window,
     )
 
 
@@ -134,6 +140,8 @@ def error_gate(evidence: StepEvidence, **overrides: Any) -> GateResult:
         "max_ratio_to_baseline": MAX_RATIO,
         "min_requests": MIN_REQUESTS,
         "alpha": ALPHA,
+        "detect_burn_rate": DETECT_BURN,
+        "power": POWER,
     }
     params.update(overrides)
     return error_rate_gate(evidence, **params)
@@ -268,10 +276,35 @@ def test_error_rate_below_min_requests_is_inconclusive() -> None:
     assert result.samples == MIN_REQUESTS - 1.0
 
 
-def test_error_rate_at_min_requests_without_failures_passes() -> None:
-    result = error_gate(totals((float(MIN_REQUESTS), 0.0), baseline=(10_000.0, 10.0)))
+def planned_requests() -> float:
+    """Candidate requests after which a burn of DETECT_BURN would have shown."""
+    needed = binomial_plan_trials(
+        MAX_BURN * BUDGET, DETECT_BURN * BUDGET, RATE_MULTIPLIERS, ALPHA, POWER
+    )
+    assert needed is not None
+    return max(float(MIN_REQUESTS), needed)
+
+
+def test_error_rate_without_failures_waits_for_its_power_plan_then_passes_on_power() -> None:
+    needed = planned_requests()
+    assert needed > MIN_REQUESTS  # the plan, not the floor, is what binds here
+    early = error_gate(totals((needed - 1.0, 0.0), baseline=(10_000.0, 10.0)))
+    assert early.verdict is INCONCLUSIVE
+    assert f"{needed:,.0f} candidate requests needed" in early.message
+    result = error_gate(totals((needed, 0.0), baseline=(10_000.0, 10.0)))
     assert result.verdict is PASS
+    assert result.basis == "power"
     assert result.value == 0.0
+
+
+def test_error_rate_without_a_plan_passes_only_on_proof() -> None:
+    unplanned = {"detect_burn_rate": None}
+    some = error_gate(totals((planned_requests(), 0.0), baseline=(10_000.0, 10.0)), **unplanned)
+    assert some.verdict is INCONCLUSIVE
+    proof = zero_failure_proof_requests(MAX_BURN * BUDGET, ALPHA)
+    many = error_gate(totals((4 * proof, 0.0), baseline=(10_000.0, 10.0)), **unplanned)
+    assert many.verdict is PASS
+    assert many.basis == "proof"
 
 
 def test_error_rate_just_inside_tolerance_with_plenty_of_data_passes() -> None:

@@ -10,8 +10,13 @@ from rich.text import Text
 
 SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("false_rollback_rate", "false rollbacks (healthy)", "pct"),
-    ("healthy_promoted_rate", "healthy promoted", "pct"),
+    ("healthy_promoted_within_plan_rate", "healthy promoted within plan", "pct"),
+    ("healthy_promoted_rate", "healthy promoted by the end", "pct"),
     ("healthy_stalled_rate", "healthy still waiting at the end", "pct"),
+    ("median_promote_time_ratio", "time to promote / planned, median", "ratio"),
+    ("p90_promote_time_ratio", "time to promote / planned, P90", "ratio"),
+    ("plan_feasible_rate", "healthy: plan said feasible", "pct"),
+    ("healthy_promoted_within_plan_where_feasible_rate", "  of those promoted within plan", "pct"),
     ("severe_detection_rate", "severe faults detected", "pct"),
     ("moderate_detection_rate", "moderate faults detected", "pct"),
     ("minor_detection_rate", "minor faults detected", "pct"),
@@ -20,7 +25,9 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("median_delay_ticks_moderate", "median delay, moderate (ticks)", "num"),
     ("p90_delay_ticks_moderate", "P90 delay, moderate (ticks)", "num"),
     ("faulty_promoted_rate", "faulty candidates promoted", "pct"),
+    ("faulty_stalled_rate", "faulty still waiting at the end", "pct"),
     ("rollback_before_onset", "faulty rolled back before onset", "int"),
+    ("seconds", "time in the policy (s, all workers)", "num"),
 )
 
 
@@ -31,51 +38,105 @@ def _cell(value: Any, kind: str) -> str:
         return f"{100 * value:.1f}%"
     if kind == "int":
         return str(value)
+    if kind == "ratio":
+        return f"{value:.2f}"
     return f"{value:.1f}"
+
+
+def _table(title: str, first: str, names: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(first)
+    for name in names:
+        table.add_column(name, justify="right")
+    return table
 
 
 def print_bench_report(report: dict[str, Any], console: Console) -> None:
     policies = report["policies"]
     names = list(policies)
+    families = ", ".join(f"{n} {f}" for f, n in report.get("families", {}).items())
     console.print(
         f"[bold]Decision benchmark[/]: {report['scenarios']} scenarios "
-        f"({report['healthy']} healthy, {report['faulty']} faulty), "
-        f"{report['seconds']:.1f} s"
+        f"({report['healthy']} healthy, {report['faulty']} faulty; {families}), "
+        f"{report['seconds']:.1f} s on {report.get('workers', '?')} workers"
     )
-    summary = Table(title="Outcomes", title_justify="left")
-    summary.add_column("figure")
-    for name in names:
-        summary.add_column(name, justify="right")
+    summary = _table("Outcomes", "figure", names)
     for key, label, kind in SUMMARY_ROWS:
         summary.add_row(label, *(_cell(policies[n].get(key), kind) for n in names))
     console.print(summary)
 
-    faults = Table(title="Detection rate and median delay (ticks) by fault", title_justify="left")
-    faults.add_column("fault")
-    for name in names:
-        faults.add_column(name, justify="right")
-    kinds = sorted({k for n in names for k in policies[n]["detection_rate_by_fault"]})
-    for kind in kinds:
+    faults = _table(
+        "Detection rate / median delay / P90 delay (ticks) by family and fault", "fault", names
+    )
+    keys = sorted(
+        {
+            (family, kind)
+            for n in names
+            for family, figures in policies[n].get("by_family", {}).items()
+            for kind in figures["detection_rate_by_fault"]
+        }
+    )
+    for family, kind in keys:
         cells = []
         for n in names:
-            rate = policies[n]["detection_rate_by_fault"].get(kind)
-            delay = policies[n]["median_delay_ticks_by_fault"].get(kind)
-            cells.append(f"{_cell(rate, 'pct')} / {_cell(delay, 'num')}")
-        faults.add_row(kind, *cells)
+            figures = policies[n]["by_family"].get(family, {})
+            rate = figures.get("detection_rate_by_fault", {}).get(kind)
+            delay = figures.get("median_delay_ticks_by_fault", {}).get(kind)
+            p90 = figures.get("p90_delay_ticks_by_fault", {}).get(kind)
+            cells.append(f"{_cell(rate, 'pct')} / {_cell(delay, 'num')} / {_cell(p90, 'num')}")
+        faults.add_row(f"{family}/{kind}", *cells)
     console.print(faults)
+
+    traffic = _table(
+        "Healthy rollouts by traffic: promoted within plan / by the end / rolled back",
+        "traffic",
+        names,
+    )
+    levels = sorted({level for n in names for level in policies[n].get("healthy_by_traffic", {})})
+    for level in levels:
+        cells = []
+        for n in names:
+            group = policies[n]["healthy_by_traffic"].get(level)
+            cells.append(
+                "-"
+                if group is None
+                else f"{_cell(group['promoted_within_plan'], 'pct')} / "
+                f"{_cell(group['promoted'], 'pct')} / {_cell(group['rolled_back'], 'pct')}"
+            )
+        count = policies[names[0]]["healthy_by_traffic"].get(level, {}).get("scenarios", 0)
+        traffic.add_row(f"{level} ({count})", *cells)
+    console.print(traffic)
+
+    layouts = sorted(
+        {layout for n in names for layout in policies[n].get("latency_detection_by_buckets", {})}
+    )
+    if layouts:
+        buckets = _table("Latency faults detected, by latency bucket layout", "buckets", names)
+        for layout in layouts:
+            buckets.add_row(
+                layout,
+                *(
+                    _cell(policies[n]["latency_detection_by_buckets"].get(layout), "pct")
+                    for n in names
+                ),
+            )
+        console.print(buckets)
 
     for name in names:
         params = ", ".join(f"{k}={v}" for k, v in policies[name]["parameters"].items())
         console.print(f"[bold]{name}[/]: {params}")
     if "goals" in report:
         checks = dict(report["goals"])
-        worse = checks.pop("worse_than_a_reference_on", [])
-        marks = "  ".join(
-            f"{'[green]yes[/]' if ok else '[red]NO[/]'} {goal}" for goal, ok in checks.items()
-        )
+        behind = checks.pop("fault_kinds_behind_a_reference", [])
+        checks.pop("worse_than_a_reference_on", None)
+
+        def mark(ok: bool | None) -> str:
+            return "[yellow]n/a[/]" if ok is None else "[green]yes[/]" if ok else "[red]NO[/]"
+
+        marks = "  ".join(f"{mark(ok)} {goal}" for goal, ok in checks.items())
         console.print(f"[bold]goals[/]: {marks}")
-        for figure in worse:
-            console.print(f"  a reference does better on {figure}", markup=False)
+        for figure in behind:
+            console.print(f"  a reference detects more: {figure}", markup=False)
 
 
 def print_variants_report(report: dict[str, Any], console: Console) -> None:

@@ -107,6 +107,7 @@ async def run_scenario(
             stack.pods.service_pods,
             rate_per_s=rate_per_s,
             duration_s=timeout_s,
+            gateway=stack.gateway,  # the example's analysis.latencyHistogram reads it
         )
         async with generator:
             live = Live(console=console, refresh_per_second=4, transient=False) if view else None

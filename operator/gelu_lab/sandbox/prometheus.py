@@ -3,7 +3,7 @@
 ``PrometheusServer`` writes its own configuration, starts the Debian ``prometheus``
 binary on a free loopback port with a temporary TSDB directory, waits until it is ready,
 and stops it (process group included) and removes the directory afterwards. Scrape
-targets are set while it runs: ``set_targets`` rewrites the discovery file atomically.
+targets are set while it runs: ``set_targets`` rewrites a discovery file atomically.
 Prometheus reads it at once but hands new targets to its scrapers on a fixed 5-second
 tick (twice: discovery, then the scrape manager), so a change takes 5 to 10 seconds to be
 scraped; ``wait_for_targets`` waits for it::
@@ -11,6 +11,11 @@ scraped; ``wait_for_targets`` waits for it::
     with PrometheusServer() as prometheus:
         prometheus.set_targets([ScrapeTarget("127.0.0.1:8002", {"arm": "candidate"})])
         ...  # query prometheus.url
+
+Each writer of targets keeps a file of its own, so that one never replaces another's: the
+pod runner's (the default, ``targets.json``) and, by ``group``, ``targets-<group>.json``
+(the traffic router that plays the Gateway writes ``targets-gateway.json``). One job scrapes
+them all.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from gelu_lab.sandbox.processes import (
 DEFAULT_BINARY = "/usr/bin/prometheus"
 JOB_NAME = "sandbox"
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_GROUP_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
 # Tries with a fresh port when another process took the picked one first.
 _START_ATTEMPTS = 3
 
@@ -78,11 +84,20 @@ def _duration(seconds: float) -> str:
     return f"{millis // 1000}s" if millis % 1000 == 0 else f"{millis}ms"
 
 
+def group_targets_path(targets_file: Path, group: str) -> Path:
+    """The discovery file of one ``group`` of targets, beside ``targets_file``."""
+    if not _GROUP_NAME.fullmatch(group):
+        raise ValueError(f"a target group is lowercase letters, digits and -, got {group!r}")
+    return targets_file.with_name(f"{targets_file.stem}-{group}{targets_file.suffix}")
+
+
 def render_config(
     targets_file: Path, *, scrape_interval_seconds: float, evaluation_interval_seconds: float
 ) -> dict[str, Any]:
-    """The server's configuration: one job whose targets come from ``targets_file``."""
+    """The server's configuration: one job whose targets come from ``targets_file`` and every
+    group's file beside it (``<stem>-*<suffix>``)."""
     interval = _duration(scrape_interval_seconds)
+    groups = targets_file.with_name(f"{targets_file.stem}-*{targets_file.suffix}")
     return {
         "global": {
             "scrape_interval": interval,
@@ -94,7 +109,12 @@ def render_config(
             {
                 "job_name": JOB_NAME,
                 "metrics_path": "/metrics",
-                "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "1s"}],
+                "file_sd_configs": [
+                    {
+                        "files": [str(targets_file), str(groups)],
+                        "refresh_interval": "1s",
+                    }
+                ],
             }
         ],
     }
@@ -263,11 +283,12 @@ class PrometheusServer:
 
     # -- targets -----------------------------------------------------------------------
 
-    def set_targets(self, targets: Iterable[ScrapeTarget]) -> None:
-        """Replace the scrape targets: write a temporary file, then rename it over the old
-        one, so Prometheus never reads a half-written file."""
+    def set_targets(self, targets: Iterable[ScrapeTarget], *, group: str | None = None) -> None:
+        """Replace the scrape targets (of ``group``, if given; the others stay): write a
+        temporary file, then rename it over the old one, so Prometheus never reads a
+        half-written file."""
         groups = [{"targets": [t.address], "labels": dict(t.labels)} for t in targets]
-        path = self.targets_path
+        path = self.targets_path if group is None else group_targets_path(self.targets_path, group)
         fd, tmp = tempfile.mkstemp(prefix=".targets-", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "w") as out:

@@ -3,6 +3,12 @@
 Used by the end-to-end tests and the demo. Everything binds to loopback, lives in one
 temporary folder, and is stopped (processes and files) when the context exits, whatever
 happened inside.
+
+The stack's Gateway is its traffic: every :class:`~gelu_lab.sandbox.traffic.TrafficGenerator`
+given ``gateway=stack.gateway`` records its requests' durations in the one
+``gelu_gateway_request_duration_seconds`` histogram, whose endpoint Prometheus scrapes as the
+target group ``gateway`` (:data:`GATEWAY_TARGET_LABELS`), beside the pods; a rollout's
+``analysis.latencyHistogram`` points at it (``examples/rollout.yaml``).
 """
 
 from __future__ import annotations
@@ -18,15 +24,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gelu_lab.sandbox.emulator import EmulatorServer, serve_emulator
+from gelu_lab.sandbox.emulator_server import EmulatorServer, serve_emulator
 from gelu_lab.sandbox.kubelet import PodRunner
-from gelu_lab.sandbox.prometheus import PrometheusServer
+from gelu_lab.sandbox.prometheus import PrometheusServer, ScrapeTarget
+from gelu_lab.sandbox.traffic import GatewayMetrics
 from gelu_rollout.resources.crd import render_crd
 from gelu_rollout.run import OperatorConfig, run_operator
 from gelu_rollout.spec.resource import PLURAL
 
 SCRAPE_INTERVAL_SECONDS = 1.0
 TICK_SECONDS = 1.0
+GATEWAY_GROUP = "gateway"
+GATEWAY_TARGET_LABELS = {"component": "gateway"}
+"""The Gateway's scrape target labels: no ``namespace``, ``rollout`` or ``arm``, which would
+clash with its series' own labels or make it look like a pod of a rollout."""
 
 
 class KubectlError(RuntimeError):
@@ -43,6 +54,8 @@ class Sandbox:
     pods: PodRunner
     kubeconfig: Path
     stop_operator: Callable[[], None]
+    gateway: GatewayMetrics
+    """The traffic's request-duration histogram, served and scraped (pass it to traffic)."""
     operator: asyncio.Task[None] | None = None
 
     @property
@@ -118,7 +131,13 @@ async def sandbox(
     """Start the stack; on exit stop everything and remove the temporary folder."""
     workdir = Path(tempfile.mkdtemp(prefix="gelu-sandbox-"))
     try:
-        with PrometheusServer(scrape_interval_seconds=scrape_interval_seconds) as prometheus:
+        with (
+            PrometheusServer(scrape_interval_seconds=scrape_interval_seconds) as prometheus,
+            GatewayMetrics() as gateway,
+        ):
+            prometheus.set_targets(
+                [ScrapeTarget(gateway.serve(), GATEWAY_TARGET_LABELS)], group=GATEWAY_GROUP
+            )
             async with serve_emulator() as api:
                 kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
                 crd = workdir / "crd.json"
@@ -137,7 +156,7 @@ async def sandbox(
                     liveness_port=None,
                     bind_address="127.0.0.1",
                 )
-                stack = Sandbox(workdir, api, prometheus, runner, kubeconfig, stop.set)
+                stack = Sandbox(workdir, api, prometheus, runner, kubeconfig, stop.set, gateway)
                 try:
                     await stack.kubectl("apply", "--validate=false", "-f", str(crd))
                     operator = stack.operator = asyncio.create_task(

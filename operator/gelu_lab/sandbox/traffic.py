@@ -19,6 +19,17 @@ go (no rollout yet, no ready pod, all weights 0) is counted as unrouted and not 
 The rate is an open-loop schedule (a request every ``1 / rate`` seconds, whatever the answers'
 latency) capped at ``max_in_flight`` requests at a time; a schedule that falls behind by more
 than a second skips ahead instead of bursting.
+
+The generator plays the Gateway for the operator's tail-latency test too: it times each
+request it sends (from the call to the answer, or to its failure or timeout; the requests go
+out on an event loop of their own, in a thread, so that a busy caller's loop does not add to
+their time) into the request-duration histogram of a :class:`GatewayMetrics`,
+``gelu_gateway_request_duration_seconds``, labelled as a mesh labels it:
+``destination_service_namespace``, ``destination_service_name`` (the Service of the arm whose
+pod answered, ``<rollout>-baseline`` or ``<rollout>-candidate``, in either traffic mode) and
+``response_code`` (``200``; the server's error status, ``500`` where it gives none; ``0`` when
+no answer came). :meth:`GatewayMetrics.serve` exports it on a ``/metrics`` endpoint for
+Prometheus to scrape (the sandbox's stack does: ``stack.py``).
 """
 
 from __future__ import annotations
@@ -27,18 +38,20 @@ import asyncio
 import contextlib
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Protocol, Self
+from typing import Any, Final, Protocol, Self, TypeVar
 
 import numpy as np
 import tritonclient.http.aio as triton_http
+from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
+from tritonclient.utils import InferenceServerException
 
 from gelu_lab.sandbox.login import emulator_login
 from gelu_rollout.adapters.kube import KubeClient, KubeError
 from gelu_rollout.adapters.kube.kinds import HTTP_ROUTE, ROLLOUT
-from gelu_rollout.resources.names import LABEL_ARM, service_name
+from gelu_rollout.resources.names import ARMS, LABEL_ARM, service_name
 from gelu_rollout.variants.catalog import INPUTS
 
 DEFAULT_RATE_PER_S: Final = 50.0
@@ -50,6 +63,99 @@ INPUT_NAME: Final = "INPUT0"
 OUTPUT_NAME: Final = "OUTPUT0"
 UNKNOWN_ARM: Final = "unknown"
 _MAX_LAG_S: Final = 1.0
+T = TypeVar("T")
+
+GATEWAY_METRIC: Final = "gelu_gateway_request_duration_seconds"
+"""The Gateway's request-duration histogram; its buckets are ``..._bucket{le}`` in seconds."""
+GATEWAY_LABELS: Final = (
+    "destination_service_namespace",
+    "destination_service_name",
+    "response_code",
+)
+GATEWAY_BUCKETS: Final[tuple[float, ...]] = tuple(
+    float(f"{0.0005 * 2 ** (k / 5):.4g}") for k in range(73)
+)
+"""Bucket upper bounds in seconds: 0.5 ms to 10.8 s, log-spaced by 2^(1/5), about 15% apart
+(five to a doubling), rounded to four digits; fine enough that the tail test's edges lie
+within 15% of the baseline's P99 and of ``(1 + maxRegression)`` times it."""
+NO_ANSWER: Final = "0"
+
+
+class GatewayMetrics:
+    """The Gateway's request-duration histogram, in a registry of its own, and optionally an
+    HTTP ``/metrics`` endpoint serving it (:meth:`serve`, :meth:`close`)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.histogram = Histogram(
+            GATEWAY_METRIC,
+            "Duration of the requests the sandbox's Gateway sent, from the call to the answer.",
+            labelnames=GATEWAY_LABELS,
+            buckets=GATEWAY_BUCKETS,
+            registry=self.registry,
+        )
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def observe(self, namespace: str, service: str, code: str, seconds: float) -> None:
+        self.histogram.labels(namespace, service, code).observe(max(seconds, 0.0))
+
+    def prepare(self, namespace: str, services: Sequence[str]) -> None:
+        """Export the successful requests' series of ``services`` at zero before any request:
+        Prometheus' ``increase`` counts from a series' first scrape, so a series that
+        appears with its first request would lose what came before that scrape."""
+        for service in services:
+            self.histogram.labels(namespace, service, "200")
+
+    def text(self) -> str:
+        """The exposition text, as the endpoint serves it."""
+        return generate_latest(self.registry).decode()
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve ``/metrics`` on ``host:port`` (0: a free port) in a thread; the address."""
+        if self._server is None:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        return self.address
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the endpoint; RuntimeError when not serving."""
+        if self._server is None:
+            raise RuntimeError("the Gateway's metrics are not being served")
+        host, port = self._server.server_address[:2]
+        return f"{host}:{port}"
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def response_code(error: BaseException | None) -> str:
+    """The response code a Gateway would record: 200, the server's error status (500 when it
+    gives none), or 0 when no answer came (a timeout, a connection that failed)."""
+    if error is None:
+        return "200"
+    if isinstance(error, InferenceServerException):
+        status = error.status()
+        return str(status) if status is not None and str(status).isdigit() else "500"
+    return NO_ANSWER
 
 
 class Endpoint(Protocol):
@@ -154,7 +260,8 @@ class TrafficGenerator:
 
     Use it as an async context manager (it stops on exit), or :meth:`start` then :meth:`wait`
     or :meth:`stop`; :meth:`run` does all of it. ``model`` overrides the rollout's
-    ``spec.model.name``.
+    ``spec.model.name``. Each request's duration goes to ``gateway`` (by default a
+    :class:`GatewayMetrics` of the generator's own, not served).
     """
 
     def __init__(
@@ -173,6 +280,7 @@ class TrafficGenerator:
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         refresh_interval_s: float = DEFAULT_REFRESH_S,
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        gateway: GatewayMetrics | None = None,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError(f"rate_per_s must be positive, got {rate_per_s}")
@@ -190,11 +298,13 @@ class TrafficGenerator:
         self.max_in_flight = max_in_flight
         self.refresh_interval_s = refresh_interval_s
         self.request_timeout_s = request_timeout_s
+        self.gateway = gateway if gateway is not None else GatewayMetrics()
         self._inputs = np.random.default_rng(seed)
         self._choices = random.Random(seed)
         self._routing: Routing | None = None
         self._round_robin: dict[tuple[str, str], int] = {}
-        self._clients: dict[str, triton_http.InferenceServerClient] = {}
+        self._clients: dict[str, triton_http.InferenceServerClient] = {}  # on the wire loop
+        self._wire: _WireLoop | None = None
         self._counts: dict[str, ArmCounts] = {}
         self._unrouted = 0
         self._lock = threading.Lock()
@@ -277,6 +387,7 @@ class TrafficGenerator:
     # -- the loop --------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._wire = _WireLoop(f"gateway-{self.rollout}")
         refresher = asyncio.create_task(self._refresh_forever())
         try:
             await self._refresh()
@@ -287,10 +398,9 @@ class TrafficGenerator:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            clients, self._clients = list(self._clients.values()), {}
-            for client in clients:
-                with contextlib.suppress(Exception):
-                    await client.close()
+            with contextlib.suppress(Exception):
+                await self._wire.run(self._close_clients())
+            self._wire.close()
             await self.api.close()
 
     async def _send_all(self) -> None:
@@ -334,12 +444,14 @@ class TrafficGenerator:
             if route_name is not None:
                 route = await self.api.get(HTTP_ROUTE, self.namespace, route_name)
             self._routing = routing_of(rollout, route)
+            self.gateway.prepare(self.namespace, [service_name(self.rollout, a) for a in ARMS])
             self.last_error = None
         except (KubeError, ValueError) as error:  # ValueError: a weight that is no number
             self.last_error = str(error)  # keep the last routing; the API may be back soon
 
-    def _pick(self) -> tuple[str, str, str] | None:
-        """(arm, http address, model) for the next request, or None: nowhere to go."""
+    def _pick(self) -> tuple[str, str, str, Backend] | None:
+        """(arm, http address, model, backend) for the next request, or None: nowhere to
+        go."""
         routing = self._routing
         if routing is None:
             return None
@@ -358,7 +470,12 @@ class TrafficGenerator:
         self._round_robin[key] = turn + 1
         address, arm = ready[turn % len(ready)]
         assert address is not None
-        return arm, address, self.model or routing.model
+        return arm, address, self.model or routing.model, backend
+
+    def _destination(self, arm: str, backend: Backend) -> str:
+        """The Service the Gateway records: the arm's own (also behind the shared Service of
+        ReplicaRatio mode, as a mesh names the destination workload), else the backend."""
+        return service_name(self.rollout, arm) if arm in ARMS else backend.service
 
     async def _one(self) -> None:
         picked = self._pick()
@@ -367,38 +484,97 @@ class TrafficGenerator:
             with self._lock:
                 self._unrouted += 1
             return
-        arm, address, model = picked
+        arm, address, model, backend = picked
         self._count(arm, sent=1)
+        assert self._wire is not None
+        ok, error, seconds = await self._wire.run(self._send(address, model, rows))
+        self._count(arm, succeeded=int(ok), failed=int(not ok))
+        self.gateway.observe(
+            backend.namespace, self._destination(arm, backend), response_code(error), seconds
+        )
+
+    async def _send(
+        self, address: str, model: str, rows: np.ndarray[Any, np.dtype[np.float32]]
+    ) -> tuple[bool, BaseException | None, float]:
+        """One request, on the wire loop: whether it succeeded, its error, its seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(self.request_timeout_s):
                 client = self._client(address)
                 tensor = triton_http.InferInput(INPUT_NAME, list(rows.shape), "FP32")
                 tensor.set_data_from_numpy(rows)
                 result = await client.infer(model, [tensor])
+                seconds = loop.time() - started
                 output = result.as_numpy(OUTPUT_NAME)
-            ok = output is not None and output.shape == rows.shape
         except asyncio.CancelledError:
             raise
-        except Exception:
-            ok = False
-        self._count(arm, succeeded=int(ok), failed=int(not ok))
+        except Exception as failure:
+            return False, failure, loop.time() - started
+        return output is not None and output.shape == rows.shape, None, seconds
 
     def _client(self, address: str) -> triton_http.InferenceServerClient:
+        """The client of one pod, made on (and only used on) the wire loop."""
         client = self._clients.get(address)
         if client is None:
             client = triton_http.InferenceServerClient(address, conn_timeout=self.request_timeout_s)
             self._clients[address] = client
         return client
 
+    async def _close_clients(self) -> None:
+        """On the wire loop: end what is still running there, close the pods' clients."""
+        current = asyncio.current_task()
+        left = [task for task in asyncio.all_tasks() if task is not current]
+        for task in left:
+            task.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+
+
+class _WireLoop:
+    """An event loop in a thread of its own, where the requests go out and are timed.
+
+    The generator shares its caller's loop with whatever else runs there (in the sandbox:
+    the operator, the kubelet, the API emulator); a busy stretch of that loop would delay
+    every answer it is waiting for and show up as latency no Gateway would measure. Here
+    only the requests run, so their durations are the wire's and the servers'.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    async def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Run ``coroutine`` on the wire loop and wait for it here (cancelling it there when
+        cancelled here)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive():
+            self.loop.close()
+
 
 __all__ = [
+    "GATEWAY_BUCKETS",
+    "GATEWAY_LABELS",
+    "GATEWAY_METRIC",
     "ArmCounts",
     "Backend",
     "Endpoint",
     "EndpointResolver",
+    "GatewayMetrics",
     "Routing",
     "TrafficGenerator",
     "pick_backend",
+    "response_code",
     "route_name_of",
     "routing_of",
 ]

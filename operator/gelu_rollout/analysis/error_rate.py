@@ -13,7 +13,10 @@ from __future__ import annotations
 import math
 
 from gelu_rollout.analysis.observations import StepEvidence
+from gelu_rollout.analysis.power import binomial_plan_trials
 from gelu_rollout.analysis.sequential import (
+    RATE_MULTIPLIERS,
+    binomial_below_log_evalue,
     binomial_log_evalue,
     binomial_upper_tail,
     format_evalue,
@@ -61,6 +64,8 @@ def error_rate_gate(
     max_ratio_to_baseline: float,
     min_requests: int,
     alpha: float,
+    detect_burn_rate: float | None = None,
+    power: float = 0.8,
 ) -> GateResult:
     candidate = evidence.candidate
     baseline = evidence.baseline
@@ -96,7 +101,32 @@ def error_rate_gate(
             f"({candidate.failures:.0f} failures in {n:.0f} requests, evidence "
             f"{format_evalue(log_e)} >= {1 / alpha:.3g}; {versus})",
         )
-    if n < min_requests:
+    # Proof: the rate confidently within tolerance. Power: enough requests that a burn of
+    # detect_burn_rate would have made the test above reject with the stated power.
+    tolerated = max_burn_rate * error_budget
+    proven = binomial_below_log_evalue(candidate.failures, n, tolerated) >= needed
+    plan = (
+        binomial_plan_trials(
+            tolerated, detect_burn_rate * error_budget, RATE_MULTIPLIERS, alpha, power
+        )
+        if detect_burn_rate is not None and detect_burn_rate > max_burn_rate
+        else None
+    )
+    required = max(float(min_requests), plan) if plan is not None else None
+    # Within tolerance: under the tolerated burn, or no worse than the baseline
+    # allows (an SLO the baseline misses as well is not the candidate's doing).
+    candidate_ratio = candidate.failures / n
+    baseline_ratio = baseline.failures / baseline.requests if baseline.requests > 0 else 0.0
+    within = burn <= max_burn_rate or (
+        baseline.requests > 0 and candidate_ratio <= max_ratio_to_baseline * baseline_ratio
+    )
+    if n < min_requests or not (proven or (required is not None and n >= required)):
+        wanted = (
+            f"{required:,.0f} candidate requests needed to catch a burn of "
+            f"{detect_burn_rate:g} with power {power:.0%}"
+            if required is not None
+            else f"at least {min_requests} candidate requests and a proof needed"
+        )
         return GateResult(
             GATE,
             Verdict.INCONCLUSIVE,
@@ -104,15 +134,10 @@ def error_rate_gate(
             max_burn_rate,
             n,
             evidence.seconds,
-            f"{n:.0f} of {min_requests} candidate requests needed; burn {burn:.2f}, {versus}",
+            f"{n:.0f} requests, burn {burn:.2f}, {versus}; {wanted}",
+            harmless=within,
         )
-    # Within tolerance: under the tolerated burn, or no worse than the baseline
-    # allows (an SLO the baseline misses as well is not the candidate's doing).
-    candidate_ratio = candidate.failures / n
-    baseline_ratio = baseline.failures / baseline.requests if baseline.requests > 0 else 0.0
-    if burn > max_burn_rate and (
-        baseline.requests <= 0 or candidate_ratio > max_ratio_to_baseline * baseline_ratio
-    ):
+    if not within:
         return GateResult(
             GATE,
             Verdict.INCONCLUSIVE,
@@ -122,11 +147,18 @@ def error_rate_gate(
             evidence.seconds,
             f"candidate burn rate {burn:.2f} above {max_burn_rate:g} but not yet significant "
             f"(evidence {format_evalue(log_e)} of {1 / alpha:.3g}); {versus}",
+            harmless=False,
         )
-    within = (
+    how = (
         f"within {max_burn_rate:g}"
         if burn <= max_burn_rate
         else f"above {max_burn_rate:g} but within {max_ratio_to_baseline:g}x the baseline's"
+    )
+    basis = "proof" if proven else "power"
+    grounds = (
+        "proven within tolerance"
+        if proven
+        else f"a burn of {detect_burn_rate:g} would have shown with power {power:.0%}"
     )
     return GateResult(
         GATE,
@@ -135,5 +167,6 @@ def error_rate_gate(
         max_burn_rate,
         n,
         evidence.seconds,
-        f"candidate burn rate {burn:.2f} {within} over {n:.0f} requests; {versus}",
+        f"candidate burn rate {burn:.2f} {how} over {n:.0f} requests ({grounds}); {versus}",
+        basis=basis,
     )

@@ -1,5 +1,10 @@
 """P99 latency gates: regression against the baseline, and the absolute ceiling.
 
+Where a request-duration histogram exists, both gates judge counts of requests above bucket
+edges (:mod:`.tail_latency` for the regression; a binomial e-value of the share above the
+ceiling's edge for the ceiling) and pass on power (:mod:`.power`). Without one they fall back
+on per-tick samples, described next.
+
 Each tick after warm-up contributes one paired sample: log(candidate P99 /
 baseline P99) for the regression gate, log(candidate P99 / ceiling) for the
 ceiling gate (both clipped, see observations.py). The step's mean of those
@@ -19,7 +24,14 @@ from __future__ import annotations
 import math
 
 from gelu_rollout.analysis.observations import StepEvidence, WeightedMoments
-from gelu_rollout.analysis.sequential import format_evalue, scale_free_log_evalue
+from gelu_rollout.analysis.power import binomial_plan_trials, tail_requests_for_power
+from gelu_rollout.analysis.sequential import (
+    RATE_MULTIPLIERS,
+    binomial_log_evalue,
+    format_evalue,
+    scale_free_log_evalue,
+)
+from gelu_rollout.analysis.tail_latency import FLOOR_COST, RATIO_ALTERNATIVES
 from gelu_rollout.analysis.verdict import GateResult, Verdict
 
 REGRESSION_GATE = "latencyRegression"
@@ -63,9 +75,103 @@ def _evidence(moments: WeightedMoments, log_tolerance: float) -> float:
     )
 
 
-def latency_regression_gate(
-    evidence: StepEvidence, *, max_regression: float, min_ticks: int, alpha: float
+# Above the ceiling a P99 puts more than 1% of requests; the ceiling gate on a histogram
+# must be able to see 5% (a P95 at the ceiling) before it passes on power.
+CEILING_SHARE = 0.01
+CEILING_DETECT_SHARE = 0.05
+
+
+def _tail_regression_gate(
+    evidence: StepEvidence,
+    *,
+    max_regression: float,
+    detect_regression: float,
+    alpha: float,
+    power: float,
+    candidate_share: float | None,
 ) -> GateResult:
+    tail = evidence.tail
+    limit = 1.0 + max_regression
+    ratio = tail.exceedance_ratio
+    shown = "-" if ratio is None else f"{ratio:.2f}x"
+    counts = (
+        f"{tail.candidate_above:.0f} of {tail.candidate_requests:.0f} candidate requests above "
+        f"their edge, {tail.baseline_above:.0f} of {tail.baseline_requests:.0f} baseline"
+    )
+    log_e = tail.log_evalue()
+    evidence_text = f"evidence {format_evalue(log_e)} of {FLOOR_COST / alpha:.3g}"
+    if tail.rejects(alpha):
+        return GateResult(
+            REGRESSION_GATE,
+            Verdict.FAIL,
+            ratio,
+            1.0,
+            tail.candidate_requests,
+            evidence.seconds,
+            f"candidate slower than {limit:.2f}x the baseline in the tail: {counts} "
+            f"(exceedance ratio {shown}, {evidence_text})",
+        )
+    needed = (
+        tail_requests_for_power(
+            evidence.baseline_latency,
+            candidate_share,
+            max_regression,
+            detect_regression,
+            alpha,
+            power,
+        )
+        if evidence.baseline_latency is not None and candidate_share is not None
+        else None
+    )
+    detects = f"a +{detect_regression:.0%} P99 regression with power {power:.0%}"
+    # No evidence of harm: enough data, and the exceedance ratio's estimate below the
+    # smallest ratio the test looks for.
+    no_harm = ratio is None or ratio < RATIO_ALTERNATIVES[0]
+    if needed is not None and tail.candidate_requests >= needed and no_harm:
+        return GateResult(
+            REGRESSION_GATE,
+            Verdict.PASS,
+            ratio,
+            1.0,
+            tail.candidate_requests,
+            evidence.seconds,
+            f"no evidence of a tail slower than {limit:.2f}x the baseline ({counts}; "
+            f"{evidence_text}); {needed:,.0f} requests would have caught {detects}",
+            basis="power",
+        )
+    wanted = "no plan yet" if needed is None else f"{needed:,.0f} candidate requests needed"
+    return GateResult(
+        REGRESSION_GATE,
+        Verdict.INCONCLUSIVE,
+        ratio,
+        1.0,
+        tail.candidate_requests,
+        evidence.seconds,
+        f"{counts} (exceedance ratio {shown}, {evidence_text}); {wanted} to catch {detects}",
+        harmless=no_harm and tail.candidate_requests > 0,
+    )
+
+
+def latency_regression_gate(
+    evidence: StepEvidence,
+    *,
+    max_regression: float,
+    min_ticks: int,
+    alpha: float,
+    detect_regression: float | None = None,
+    power: float = 0.8,
+    candidate_share: float | None = None,
+) -> GateResult:
+    """From the histogram's tail test where there is one, else from the per-tick samples."""
+    if evidence.tail.ticks > 0:
+        return _tail_regression_gate(
+            evidence,
+            max_regression=max_regression,
+            detect_regression=detect_regression or max(0.5, 3.0 * max_regression),
+            alpha=alpha,
+            power=power,
+            candidate_share=candidate_share,
+        )
     m = evidence.latency_ratio
     limit = 1.0 + max_regression
     if m.n == 0:
@@ -76,7 +182,7 @@ def latency_regression_gate(
             limit,
             0.0,
             evidence.seconds,
-            "no paired P99 samples past warm-up yet",
+            "no paired latency samples past warm-up yet",
         )
     ratio = math.exp(m.mean)
     log_e = _evidence(m, math.log(limit))
@@ -134,9 +240,63 @@ def latency_regression_gate(
     )
 
 
-def latency_ceiling_gate(
-    evidence: StepEvidence, *, ceiling_ms: float, min_ticks: int, alpha: float
+def _histogram_ceiling_gate(
+    evidence: StepEvidence, *, ceiling_ms: float, min_ticks: int, alpha: float, power: float
 ) -> GateResult:
+    above, requests = evidence.ceiling_above, evidence.ceiling_requests
+    share = above / requests
+    log_e = binomial_log_evalue(above, requests, CEILING_SHARE)
+    counts = f"{above:.0f} of {requests:.0f} candidate requests above {ceiling_ms:g} ms"
+    if log_e >= math.log(1.0 / alpha) and evidence.ticks >= min_ticks:
+        return GateResult(
+            CEILING_GATE,
+            Verdict.FAIL,
+            share,
+            CEILING_SHARE,
+            requests,
+            evidence.seconds,
+            f"candidate P99 confidently above the {ceiling_ms:g} ms ceiling: {counts} "
+            f"(evidence {format_evalue(log_e)} of {1 / alpha:.3g})",
+        )
+    needed = binomial_plan_trials(
+        CEILING_SHARE, CEILING_DETECT_SHARE, RATE_MULTIPLIERS, alpha, power
+    )
+    if needed is not None and requests >= needed and share <= CEILING_SHARE:
+        return GateResult(
+            CEILING_GATE,
+            Verdict.PASS,
+            share,
+            CEILING_SHARE,
+            requests,
+            evidence.seconds,
+            f"candidate P99 within the {ceiling_ms:g} ms ceiling: {counts}",
+            basis="power",
+        )
+    return GateResult(
+        CEILING_GATE,
+        Verdict.INCONCLUSIVE,
+        share,
+        CEILING_SHARE,
+        requests,
+        evidence.seconds,
+        f"{counts}; at most 1% and {needed or 0:,.0f} requests needed to pass",
+    )
+
+
+def latency_ceiling_gate(
+    evidence: StepEvidence,
+    *,
+    ceiling_ms: float,
+    min_ticks: int,
+    alpha: float,
+    power: float = 0.8,
+) -> GateResult:
+    """From the share of requests above the ceiling's histogram edge where there is a
+    histogram reaching the ceiling, else from sampled summary P99s."""
+    if evidence.ceiling_requests > 0:
+        return _histogram_ceiling_gate(
+            evidence, ceiling_ms=ceiling_ms, min_ticks=min_ticks, alpha=alpha, power=power
+        )
     m = evidence.latency_ceiling
     if m.n == 0:
         return GateResult(

@@ -14,6 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from gelu_rollout.analysis.tail_latency import LatencyHistogram, TailEvidence, histogram_problem
+
+SUMMARY_WINDOW_SECONDS = 60.0
+"""Triton 2.51's summary quantiles cover the last 60 s (prometheus-cpp's default: five age
+buckets rotated every 12 s)."""
+
 
 @dataclass(frozen=True)
 class WindowCounts:
@@ -30,6 +36,13 @@ class ArmObservation:
     ``histogram`` holds per-bucket increments of the model's output histogram
     (not Prometheus' le-cumulative form); ``windows`` maps a window length in
     seconds to the counts over that window.
+
+    Latency comes from up to three sources, best first: ``latency_histogram``, the
+    per-bucket request counts of a request-duration histogram (a Gateway's or mesh's);
+    ``latency_mean_ms``, the exact mean over the interval from Triton's cumulative duration
+    and success counters, with its ``queue_ms`` and ``compute_ms`` parts; and ``p99_ms``,
+    Triton's summary quantile, computed over ``p99_window_seconds`` ending now (a sliding
+    window longer than a tick, so consecutive values overlap).
     """
 
     requests: float
@@ -38,6 +51,11 @@ class ArmObservation:
     histogram: tuple[float, ...]
     p99_ms: float | None
     windows: Mapping[float, WindowCounts] = field(default_factory=dict)
+    latency_mean_ms: float | None = None
+    queue_ms: float | None = None
+    compute_ms: float | None = None
+    latency_histogram: LatencyHistogram | None = None
+    p99_window_seconds: float = SUMMARY_WINDOW_SECONDS
 
 
 def _bucket_mismatch(new: tuple[float, ...], old: tuple[float, ...]) -> str | None:
@@ -68,9 +86,17 @@ def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str |
         return "a histogram bucket count is negative or not finite"
     if (mismatch := _bucket_mismatch(observation.histogram, totals.histogram)) is not None:
         return mismatch
-    p99 = observation.p99_ms
-    if p99 is not None and (not math.isfinite(p99) or p99 < 0):
-        return f"p99 is {p99}"
+    timings: dict[str, float | None] = {
+        "p99": observation.p99_ms,
+        "mean latency": observation.latency_mean_ms,
+        "queue time": observation.queue_ms,
+        "compute time": observation.compute_ms,
+    }
+    for name, timing in timings.items():
+        if timing is not None and (not math.isfinite(timing) or timing < 0):
+            return f"{name} is {timing}"
+    if observation.latency_histogram is not None:
+        return histogram_problem(observation.latency_histogram)
     return None
 
 
@@ -143,10 +169,25 @@ class StepEvidence:
     seconds: float = 0.0
     baseline: ArmTotals = ArmTotals()
     candidate: ArmTotals = ArmTotals()
-    # log(candidate P99 / baseline P99) per tick, clipped; ticks after warm-up only.
+    # Without a latency histogram: log(candidate / baseline) of the mean latency per tick
+    # (of the summary P99 where no mean is reported, one sample per summary window),
+    # clipped; ticks after warm-up only.
     latency_ratio: WeightedMoments = WeightedMoments()
-    # log(candidate P99 / ceiling) per tick, clipped above; ticks after warm-up only.
+    # Without a latency histogram: log(candidate summary P99 / ceiling), one sample per
+    # summary window, clipped above; ticks after warm-up only.
     latency_ceiling: WeightedMoments = WeightedMoments()
+    # With a latency histogram: the tail test's evidence (ticks after warm-up only), the
+    # candidate's requests above the ceiling's edge, and the baseline's histogram totals
+    # (every tick: they place the edges).
+    tail: TailEvidence = field(default_factory=TailEvidence)
+    ceiling_above: float = 0.0
+    ceiling_requests: float = 0.0
+    baseline_latency: LatencyHistogram | None = None
+    # Seconds into the segment of the last summary-P99 sample (-1: none yet).
+    p99_sampled_at: float = -1.0
+    # Where the candidate's time went, summed over the segment's ticks (ms x requests).
+    candidate_time: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    timed_requests: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         def arm(t: ArmTotals) -> dict[str, Any]:
@@ -160,14 +201,25 @@ class StepEvidence:
         def moments(m: WeightedMoments) -> list[float]:
             return [m.n, m.weight, m.total, m.total_sq]
 
-        return {
+        data: dict[str, Any] = {
             "ticks": self.ticks,
             "seconds": self.seconds,
             "baseline": arm(self.baseline),
             "candidate": arm(self.candidate),
             "latencyRatio": moments(self.latency_ratio),
             "latencyCeiling": moments(self.latency_ceiling),
+            "p99SampledAt": self.p99_sampled_at,
+            "candidateTime": list(self.candidate_time),
+            "timedRequests": self.timed_requests,
         }
+        if self.baseline_latency is not None:
+            data["tail"] = self.tail.to_dict()
+            data["ceiling"] = [self.ceiling_above, self.ceiling_requests]
+            data["baselineLatency"] = {
+                "edges": list(self.baseline_latency.edges),
+                "counts": self.baseline_latency.to_list(),
+            }
+        return data
 
     @staticmethod
     def from_dict(data: Mapping[str, Any] | None) -> StepEvidence:
@@ -201,6 +253,17 @@ class StepEvidence:
             def moments(v: list[float]) -> WeightedMoments:
                 return WeightedMoments(int(count(v[0])), count(v[1]), finite(v[2]), count(v[3]))
 
+            latency = data.get("baselineLatency")
+            baseline_latency, tail, ceiling = None, TailEvidence(), [0.0, 0.0]
+            if latency is not None:  # written together with the tail test's evidence
+                baseline_latency = LatencyHistogram(
+                    tuple(float(e) for e in latency["edges"]),
+                    tuple(count(c) for c in latency["counts"]),
+                )
+                if histogram_problem(baseline_latency) is not None:
+                    raise ValueError("unreadable baseline latency histogram")
+                tail, ceiling = TailEvidence.from_dict(data["tail"]), data["ceiling"]
+            spent = data["candidateTime"]
             return StepEvidence(
                 ticks=int(count(data["ticks"])),
                 seconds=count(data["seconds"]),
@@ -208,8 +271,15 @@ class StepEvidence:
                 candidate=arm(data["candidate"]),
                 latency_ratio=moments(data["latencyRatio"]),
                 latency_ceiling=moments(data["latencyCeiling"]),
+                tail=tail,
+                ceiling_above=count(ceiling[0]),
+                ceiling_requests=count(ceiling[1]),
+                baseline_latency=baseline_latency,
+                p99_sampled_at=finite(data["p99SampledAt"]),
+                candidate_time=(count(spent[0]), count(spent[1]), count(spent[2])),
+                timed_requests=count(data["timedRequests"]),
             )
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return StepEvidence()
 
 
@@ -222,6 +292,10 @@ class StepEvidence:
 # up by the dispersion the ticks show.
 LATENCY_NOISE_SCALE = 2.0
 LATENCY_NOISE_FLOOR = 0.03
+# A mean latency over n requests has a log-scale standard error near MEAN_NOISE_SCALE /
+# sqrt(n): the coefficient of variation of a log-normal latency with a log-spread of 0.5
+# is 0.53. Only the weights use it; the test learns the actual noise level.
+MEAN_NOISE_SCALE = 0.6
 
 
 # Per-tick clips of the latency samples. A blip (cold start, restart, GC
@@ -252,6 +326,30 @@ def _latency_weight(*requests: float) -> float:
     return 1.0 / (variance + LATENCY_NOISE_FLOOR**2)
 
 
+def _mean_weight(*requests: float) -> float:
+    variance = MEAN_NOISE_SCALE**2 * sum(1.0 / max(n, 1.0) for n in requests)
+    return 1.0 / (variance + LATENCY_NOISE_FLOOR**2)
+
+
+def ceiling_edge(edges: tuple[float, ...], ceiling_ms: float) -> int | None:
+    """The first bucket edge at or above the ceiling: a P99 at or below the ceiling puts at
+    most 1% of requests above it. None when every edge is below the ceiling."""
+    for index, edge in enumerate(edges):
+        if edge >= ceiling_ms * (1.0 - 1e-12):
+            return index
+    return None
+
+
+def _with_baseline_latency(
+    totals: LatencyHistogram | None, histogram: LatencyHistogram | None
+) -> LatencyHistogram | None:
+    if histogram is None:
+        return totals
+    if totals is None or totals.edges != histogram.edges:
+        return histogram  # a new bucket layout starts the totals afresh
+    return totals.add(histogram)
+
+
 def accumulate(
     evidence: StepEvidence,
     baseline: ArmObservation,
@@ -261,30 +359,83 @@ def accumulate(
     latency_ceiling_ms: float,
     max_regression: float,
     warm: bool,
+    baseline_history: LatencyHistogram | None = None,
+    tail_tick_cap: float = math.inf,
 ) -> StepEvidence:
-    """Add one tick to a step's evidence. ``warm``: latency samples count (past warm-up)."""
-    latency_ratio = evidence.latency_ratio
-    latency_ceiling = evidence.latency_ceiling
-    if warm and candidate.p99_ms is not None and candidate.requests > 0:
-        latency_ceiling = latency_ceiling.add(
-            # Only blips above the ceiling are clipped: clipping from one side
-            # lowers the mean, so the ceiling test stays conservative.
-            _clipped_log_ratio(
-                candidate.p99_ms, latency_ceiling_ms, CEILING_CLIP, clip_below=False
-            ),
-            _latency_weight(candidate.requests),
-        )
-        if baseline.p99_ms is not None and baseline.requests > 0:
-            latency_ratio = latency_ratio.add(
+    """Add one tick to a segment's evidence. ``warm``: latency samples count (past warm-up).
+    ``baseline_history``: the baseline's latency histogram over the whole rollout before
+    this tick, where the tail test's edges come from."""
+    ratio, ceiling, tail = evidence.latency_ratio, evidence.latency_ceiling, evidence.tail
+    above, timed = evidence.ceiling_above, evidence.ceiling_requests
+    sampled_at = evidence.p99_sampled_at
+    seconds = evidence.seconds + interval_seconds
+    hb, hc = baseline.latency_histogram, candidate.latency_histogram
+    edge = ceiling_edge(hc.edges, latency_ceiling_ms) if hc is not None else None
+    # Summary quantiles cover a sliding window longer than a tick: one sample per window,
+    # so consecutive samples do not share most of their requests.
+    summary_due = sampled_at < 0 or seconds - sampled_at >= candidate.p99_window_seconds - 1e-9
+    if warm and candidate.requests > 0:
+        if hb is not None and hc is not None and hb.edges == hc.edges:
+            tail = tail.add(baseline_history, hb, hc, max_regression, tail_tick_cap)
+        elif (
+            baseline.latency_mean_ms is not None
+            and candidate.latency_mean_ms is not None
+            and baseline.requests > 0
+        ):
+            ratio = ratio.add(
+                _clipped_log_ratio(
+                    candidate.latency_mean_ms,
+                    baseline.latency_mean_ms,
+                    latency_clip(max_regression),
+                ),
+                _mean_weight(candidate.requests, baseline.requests),
+            )
+        elif (
+            summary_due
+            and candidate.p99_ms is not None
+            and baseline.p99_ms is not None
+            and baseline.requests > 0
+        ):
+            ratio = ratio.add(
                 _clipped_log_ratio(candidate.p99_ms, baseline.p99_ms, latency_clip(max_regression)),
                 _latency_weight(candidate.requests, baseline.requests),
             )
+        if hc is not None and edge is not None:
+            above += hc.above(edge)
+            timed += hc.requests
+        elif summary_due and candidate.p99_ms is not None:
+            # Only blips above the ceiling are clipped: clipping from one side lowers the
+            # mean, so the ceiling test stays conservative.
+            ceiling = ceiling.add(
+                _clipped_log_ratio(
+                    candidate.p99_ms, latency_ceiling_ms, CEILING_CLIP, clip_below=False
+                ),
+                _latency_weight(candidate.requests),
+            )
+        if summary_due and candidate.p99_ms is not None:
+            sampled_at = seconds
+    spent = evidence.candidate_time
+    timed_requests = evidence.timed_requests
+    parts = (candidate.latency_mean_ms, candidate.queue_ms, candidate.compute_ms)
+    if parts[0] is not None and candidate.requests > 0:
+        spent = tuple(  # type: ignore[assignment]
+            total + (part or 0.0) * candidate.requests
+            for total, part in zip(spent, parts, strict=True)
+        )
+        timed_requests += candidate.requests
     return replace(
         evidence,
         ticks=evidence.ticks + 1,
-        seconds=evidence.seconds + interval_seconds,
+        seconds=seconds,
         baseline=evidence.baseline.add(baseline),
         candidate=evidence.candidate.add(candidate),
-        latency_ratio=latency_ratio,
-        latency_ceiling=latency_ceiling,
+        latency_ratio=ratio,
+        latency_ceiling=ceiling,
+        tail=tail,
+        ceiling_above=above,
+        ceiling_requests=timed,
+        baseline_latency=_with_baseline_latency(evidence.baseline_latency, hb),
+        p99_sampled_at=sampled_at,
+        candidate_time=spent,
+        timed_requests=timed_requests,
     )

@@ -60,6 +60,28 @@ def binomial_log_evalue(
     return float(special.logsumexp(log_ratios) - math.log(len(multipliers)))
 
 
+PROOF_MULTIPLIERS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75)
+"""Alternatives of the proof that a rate is within tolerance: fractions of the tolerated rate."""
+
+
+def binomial_below_log_evalue(failures: float, requests: float, tolerated_rate: float) -> float:
+    """Log e-value against "failure rate >= tolerated_rate": evidence that the rate is
+    within tolerance. The mirror of :func:`binomial_log_evalue`, over alternatives below the
+    tolerated rate (a supermartingale under any rate at or above it, by the same monotone
+    likelihood ratio)."""
+    if requests <= 0 or tolerated_rate <= 0 or tolerated_rate >= 1:
+        return 0.0
+    p0 = tolerated_rate
+    alternatives = np.array([m * p0 for m in PROOF_MULTIPLIERS])
+    successes = requests - failures
+    log_ratios = (
+        failures * np.log(alternatives / p0)
+        + successes * np.log1p(-alternatives)
+        - successes * math.log1p(-p0)
+    )
+    return float(special.logsumexp(log_ratios) - math.log(len(PROOF_MULTIPLIERS)))
+
+
 def scale_free_log_evalue(
     n: int,
     weight: float,

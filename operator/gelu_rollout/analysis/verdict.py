@@ -30,10 +30,33 @@ class GateResult:
     window_seconds: float
     message: str
     critical: bool = False
+    basis: str = ""
+    """What a Pass rests on: "proof" (the candidate is confidently within tolerance) or
+    "power" (no evidence of harm, with enough data that the stated regression would have
+    shown); empty for other verdicts."""
+    harmless: bool | None = None
+    """Whether the evidence so far shows no harm; None: judged from value and threshold."""
 
     @property
     def failed(self) -> bool:
         return self.verdict is Verdict.FAIL
+
+    @property
+    def shows_no_harm(self) -> bool:
+        """A Pass, or data whose estimate is within the gate's tolerance: enough to move on to
+        the next step (a promotion needs every gate's Pass)."""
+        if self.verdict is Verdict.PASS:
+            return True
+        if self.failed:
+            return False
+        if self.harmless is not None:
+            return self.harmless
+        return (
+            self.samples > 0
+            and self.value is not None
+            and self.threshold is not None
+            and self.value <= self.threshold
+        )
 
 
 def inconclusive(gate: str, message: str, *, critical: bool = False) -> GateResult:

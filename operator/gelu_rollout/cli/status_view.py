@@ -48,8 +48,8 @@ VERDICT_STYLES: Final[Mapping[str, str]] = {
 
 
 def verdict_text(verdict: str) -> Text:
-    """A gate's verdict in the palette every view shares."""
-    return Text(verdict, style=VERDICT_STYLES.get(verdict, ""))
+    """A gate's verdict in the palette every view shares (``Pass (power)`` as ``Pass``)."""
+    return Text(verdict, style=VERDICT_STYLES.get(verdict.split(" ", maxsplit=1)[0], ""))
 
 
 @dataclass(frozen=True)
@@ -337,6 +337,41 @@ def conditions_table(
     return table
 
 
+def _count(value: object) -> str:
+    return f"{value:,.0f}" if isinstance(value, int | float) else "-"
+
+
+def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
+    """What each gate needs before it can pass on power, what it has, and how long the rest
+    takes at the current traffic; a gate that cannot plan is in bold red."""
+    view = _view(rollout)
+    table = _table("Power plan (what each gate needs before it can pass on no evidence of harm)")
+    for column in ("GATE", "DETECTS", "NEEDED", "HAVE", "UNIT", "MORE"):
+        table.add_column(
+            column,
+            no_wrap=column != "DETECTS",
+            justify="right" if column in ("NEEDED", "HAVE") else "left",
+        )
+    for entry in view.status.power_plan:
+        eta = entry.get("etaSeconds")
+        if entry.get("met"):
+            more = "met"
+        elif isinstance(eta, int | float):
+            more = human_duration(float(eta))
+        else:
+            more = "unknown"
+        table.add_row(
+            str(entry.get("gate", "")),
+            str(entry.get("detects", "")),
+            _count(entry.get("needed")),
+            _count(entry.get("have")),
+            str(entry.get("unit", "")),
+            more,
+            style=FAIL_STYLE if entry.get("needed") is None else None,
+        )
+    return table
+
+
 def ledger_table(
     rollout: Mapping[str, Any] | RolloutView,
     now: datetime | None = None,
@@ -364,7 +399,7 @@ def ledger_table(
             _ledger_step(entry),
             f"{entry.weight}%",
             entry.gate,
-            verdict_text(entry.verdict),
+            verdict_text(f"{entry.verdict} ({entry.basis})" if entry.basis else entry.verdict),
             number(entry.value),
             number(entry.threshold),
             number(entry.samples),
@@ -387,7 +422,8 @@ def render_status(
     now: datetime | None = None,
     ledger_limit: int | None = None,
 ) -> RenderableType:
-    """The whole status view: summary line, header, conditions and the decision ledger."""
+    """The whole status view: summary line, header, conditions, the power plan while the
+    rollout runs, and the decision ledger."""
     view = read_rollout(rollout)
     now = now or datetime.now(UTC)
     parts: list[RenderableType] = [summary_text(view), Text(), header(view, now), Text()]
@@ -395,6 +431,8 @@ def render_status(
         conditions_table(view, now) if view.status.conditions else Text("Conditions: none")
     )
     parts.append(Text())
+    if view.status.power_plan and not view.status.stage.terminal:
+        parts += [power_plan_table(view), Text()]
     if view.status.ledger:
         parts.append(ledger_table(view, now, limit=ledger_limit))
     else:

@@ -35,6 +35,7 @@ class Reason(StrEnum):
     REQUEST_IGNORED = "RequestIgnored"
     SPEC_CHANGED = "SpecChanged"
     INSUFFICIENT_DATA = "InsufficientData"
+    POWER_PLAN_INFEASIBLE = "PowerPlanInfeasible"
     ANALYSIS_RESUMED = "AnalysisResumed"
     NON_FINITE_OUTPUTS = "NonFiniteOutputs"
     FAST_BURN = "FastBurn"

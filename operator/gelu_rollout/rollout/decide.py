@@ -14,8 +14,9 @@ renders the owned resources (replicas, traffic weights) from it. Stages::
   change or a retry probes again.
 * Any failing gate rolls back at once; critical ones (non-finite outputs, a
   fast burn) also override a manual promote.
-* A step advances when its analysis time has passed and every gate passes; the
-  last step's pass promotes. Nothing is promoted on Inconclusive evidence.
+* A step advances when its analysis time has passed and no gate shows harm (each
+  passes, or its estimate is within tolerance); the last step promotes when every
+  gate passes, on proof or on power. Nothing is promoted on Inconclusive evidence.
 * Without enough data a step waits up to ``maxExtensionSeconds``, then follows
   ``insufficientData.action``: Pause (gates keep judging; the rollout resumes
   by itself once they pass, or rolls back if one fails) or Rollback.
@@ -36,11 +37,13 @@ from gelu_rollout.analysis.observations import (
     accumulate,
     observation_problem,
 )
+from gelu_rollout.analysis.tail_latency import tick_cap
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 from gelu_rollout.rollout.conditions import FAILURE_REASONS, ConditionType, Reason, set_condition
-from gelu_rollout.rollout.evaluate import evaluate_gates, gate_names
+from gelu_rollout.rollout.evaluate import alpha_per_test, evaluate_gates, gate_names
 from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.rollout.power_plan import infeasible, plan_gates, plan_to_status
 from gelu_rollout.rollout.requests import RequestKind
 from gelu_rollout.spec.model import RolloutSpec
 from gelu_rollout.spec.status import LedgerEntry, RolloutStatus, Stage
@@ -62,6 +65,8 @@ class AnalysisState:
     look: int = 0
     verdicts: Mapping[str, str] = field(default_factory=dict)
     observed_at: datetime | None = None
+    # Whether this step's infeasible power plan was already reported in an Event.
+    plan_warned: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +74,7 @@ class AnalysisState:
             "look": self.look,
             "verdicts": dict(self.verdicts),
             "observedAt": self.observed_at.isoformat() if self.observed_at else None,
+            "planWarned": self.plan_warned,
         }
 
     @staticmethod
@@ -89,6 +95,7 @@ class AnalysisState:
             if isinstance(verdicts, Mapping)
             else {},
             observed_at=_parse_time(observed),
+            plan_warned=data.get("planWarned") is True,
         )
 
 
@@ -149,6 +156,7 @@ class _Next:
                 samples=r.samples,
                 window_seconds=r.window_seconds,
                 message=r.message,
+                basis=r.basis or None,
             )
             for r in self.results
             if only_changed is None or only_changed.get(r.gate) != r.verdict.value
@@ -317,6 +325,7 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
     spec = n.spec
     segments = state.segments
     missing = observations.missing_reason or "metrics unavailable"
+    plan_warned = state.plan_warned
     arms: tuple[ArmObservation, ArmObservation] | None = None
     if observations.baseline is not None and observations.candidate is not None:
         # The longest segment has seen every tick: check against its totals.
@@ -336,6 +345,10 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
         started = n.status.step_started_at or n.now
         window_start = observations.at - timedelta(seconds=observations.interval_seconds)
         warm = window_start >= started + timedelta(seconds=spec.analysis.warmup_seconds)
+        # The tail test's edges come from the baseline's latency over the whole rollout so
+        # far, the same for every segment, and never from the tick being judged.
+        history = segments[0].baseline_latency
+        cap = tick_cap(alpha_per_test(spec))
         segments = tuple(
             accumulate(
                 segment,
@@ -344,10 +357,13 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
                 latency_ceiling_ms=spec.analysis.slo.latency_p99_ms,
                 max_regression=spec.analysis.gates.latency.max_regression,
                 warm=warm,
+                baseline_history=history,
+                tail_tick_cap=cap,
             )
             for segment in segments
         )
         results = tuple(evaluate_gates(spec, n.status.step_index, segments, arms, look))
+        plan_warned = _plan(n, segments, arms, observations.interval_seconds, state.plan_warned)
     else:
         results = tuple(
             inconclusive(
@@ -362,10 +378,42 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             look=look,
             verdicts={r.gate: r.verdict.value for r in results},
             observed_at=observations.at,
+            plan_warned=plan_warned,
         )
     )
     n.update(last_verdict=_overall(results).value)
     return results
+
+
+def _plan(
+    n: _Next,
+    segments: Sequence[StepEvidence],
+    arms: tuple[ArmObservation, ArmObservation],
+    interval_seconds: float,
+    warned: bool,
+) -> bool:
+    """Put the power plan in the status; warn once per step when a gate cannot be ready by
+    the end of the plan. Returns whether this step has been warned about."""
+    plans = plan_gates(n.spec, segments, arms, interval_seconds)
+    n.update(power_plan=plan_to_status(plans))
+    steps = n.spec.traffic.steps
+    index = n.status.step_index
+    started = n.status.step_started_at or n.now
+    elapsed = (n.now - started).total_seconds()
+    schedule = [(max(steps[index].analysis_seconds - elapsed, 0.0), steps[index].weight)]
+    schedule += [(float(s.analysis_seconds), s.weight) for s in steps[index + 1 :]]
+    schedule.append(
+        (float(n.spec.analysis.insufficient_data.max_extension_seconds), steps[-1].weight)
+    )
+    problems = infeasible(plans, schedule, n.status.candidate_weight)
+    if problems and not warned and n.status.stage is Stage.PROGRESSING:
+        n.event(
+            Reason.POWER_PLAN_INFEASIBLE,
+            "the plan cannot give every gate the data to pass on power: " + "; ".join(problems),
+            warning=True,
+        )
+        return True
+    return warned
 
 
 def decide(
@@ -462,9 +510,16 @@ def _progress(n: _Next, results: Sequence[GateResult]) -> None:
     step = steps[status.step_index]
     started = status.step_started_at or n.now
     elapsed = (n.now - started).total_seconds()
-    verdict = _overall(results)
-    if verdict is Verdict.PASS and elapsed >= step.analysis_seconds:
-        if status.step_index == len(steps) - 1:
+    last = status.step_index == len(steps) - 1
+    # A promotion needs every gate's Pass (on proof or on power); moving on to a higher
+    # weight needs only that the evidence so far shows no harm.
+    ready = (
+        _overall(results) is Verdict.PASS
+        if last
+        else bool(results) and all(r.shows_no_harm for r in results)
+    )
+    if ready and elapsed >= step.analysis_seconds:
+        if last:
             _promote(n, Reason.ALL_STEPS_PASSED, f"all {len(steps)} steps passed")
         else:
             if status.stage is Stage.PAUSED:

@@ -1,9 +1,13 @@
 """From a spec and the rollout's evidence to every enabled gate's verdict.
 
 Evidence is kept in segments: one from the start of each step reached so far
-to now. A gate passes on the current step's segment alone (the candidate must
-prove itself at its current weight), and fails on any segment, so evidence
-against a candidate carries across steps.
+to now, the first covering the whole rollout. A gate fails on any segment, so
+harm seen at a step's own weight fails it however clean the steps before were,
+and evidence against a candidate carries across steps. It passes on the whole
+rollout's segment: evidence of health accumulates over the steps for the same
+candidate revision (a spec change starts the evidence afresh), so a clean step
+at 5% counts at 25%. A step still advances only when its own data show no harm
+(no segment fails), and only after its analysis time.
 
 The false-rollback budget is split evenly: each statistical test (burn rate,
 error rate, latency regression, latency ceiling, divergence, and non-finite
@@ -63,15 +67,13 @@ def gate_names(spec: RolloutSpec) -> tuple[str, ...]:
 def _judge(
     gate: Callable[[StepEvidence], GateResult], segments: Sequence[StepEvidence]
 ) -> GateResult:
-    """The current segment's verdict, unless a longer segment already fails."""
-    current = gate(segments[-1])
-    if current.failed:
-        return current
-    for segment in segments[:-1]:
-        earlier = gate(segment)
-        if earlier.failed:
-            return earlier
-    return current
+    """A failure on any segment (the current step's first), else the whole rollout's
+    verdict."""
+    for segment in reversed(segments[1:]):
+        result = gate(segment)
+        if result.failed:
+            return result
+    return gate(segments[0])
 
 
 def evaluate_gates(
@@ -91,6 +93,10 @@ def evaluate_gates(
     gates = spec.analysis.gates
     alpha = alpha_per_test(spec)
     budget = spec.error_budget
+    power = spec.analysis.power
+    share = None
+    if latest is not None and latest[0].requests + latest[1].requests > 0:
+        share = latest[1].requests / (latest[0].requests + latest[1].requests)
     results: list[GateResult] = []
     if gates.non_finite.enabled:
         nonfinite = gates.non_finite
@@ -126,6 +132,8 @@ def evaluate_gates(
                     max_ratio_to_baseline=errors.max_ratio_to_baseline,
                     min_requests=errors.min_requests,
                     alpha=alpha,
+                    detect_burn_rate=errors.detect_burn_rate,
+                    power=power,
                 ),
                 segments,
             )
@@ -139,6 +147,9 @@ def evaluate_gates(
                     max_regression=latency.max_regression,
                     min_ticks=latency.min_ticks,
                     alpha=alpha,
+                    detect_regression=latency.detectable_regression,
+                    power=power,
+                    candidate_share=share,
                 ),
                 segments,
             )
@@ -147,7 +158,7 @@ def evaluate_gates(
         results.append(
             _judge(
                 lambda e: latency_ceiling_gate(
-                    e, ceiling_ms=ceiling, min_ticks=latency.min_ticks, alpha=alpha
+                    e, ceiling_ms=ceiling, min_ticks=latency.min_ticks, alpha=alpha, power=power
                 ),
                 segments,
             )

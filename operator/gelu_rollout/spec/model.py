@@ -153,6 +153,11 @@ DnsSubdomain = Annotated[
 Number = Annotated[float, Strict(), AllowInfNan(False)]
 """A finite float; YAML integers are accepted, strings and booleans are not."""
 
+METRIC_NAME: Final = r"^[a-zA-Z_:][a-zA-Z0-9_:]*_bucket$"
+"""A Prometheus histogram's ``_bucket`` series name."""
+LABEL_NAME: Final = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
+"""A Prometheus label name."""
+
 # --------------------------------------------------------------------------------------------
 # Cross-field rules over manifest-shaped (camelCase) mappings
 # --------------------------------------------------------------------------------------------
@@ -580,6 +585,15 @@ class ErrorRateGate(SpecModel):
     min_requests: StrictInt = Field(
         default=500, ge=1, description="Candidate requests needed before the gate gives a verdict."
     )
+    detect_burn_rate: Number = Field(
+        default=6.0,
+        gt=1,
+        le=1000,
+        description=(
+            "The burn rate (multiples of the error budget) the gate must be able to catch, "
+            "with analysis.power, before it may pass on no evidence of harm (the power plan)."
+        ),
+    )
 
 
 class LatencyGate(SpecModel):
@@ -593,8 +607,38 @@ class LatencyGate(SpecModel):
         description=("The candidate's P99 may be at most baseline P99 x (1 + maxRegression)."),
     )
     min_ticks: StrictInt = Field(
-        default=3, ge=1, description="Ticks of latency data needed before the gate gives a verdict."
+        default=3,
+        ge=1,
+        description=(
+            "Ticks of latency data needed before the gate gives a verdict (without a latency "
+            "histogram; with one, a cap on each tick's evidence keeps one tick from deciding)."
+        ),
     )
+    detect_regression: Number | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description=(
+            "The P99 regression (candidate over baseline, minus 1) the gate must be able to "
+            "catch, with analysis.power, before it may pass on no evidence of harm; above "
+            "maxRegression. Default: the larger of 0.5 and 3 x maxRegression."
+        ),
+    )
+
+    @property
+    def detectable_regression(self) -> float:
+        """``detect_regression``, or its default."""
+        if self.detect_regression is not None:
+            return self.detect_regression
+        return max(0.5, 3.0 * self.max_regression)
+
+    @model_validator(mode="after")
+    def _detectable(self) -> LatencyGate:
+        if self.detect_regression is not None and self.detect_regression <= self.max_regression:
+            _raise_problems(
+                [("detectRegression", f"must be above maxRegression ({self.max_regression:g})")]
+            )
+        return self
 
 
 class DivergenceGate(SpecModel):
@@ -697,6 +741,57 @@ class ProbeSpec(SpecModel):
     rows: StrictInt = Field(default=256, ge=16, le=4096, description="Input rows sent to each arm.")
 
 
+class LabelMatcher(SpecModel):
+    """One label the series must carry with this value."""
+
+    label: StrictStr = Field(pattern=LABEL_NAME, max_length=100, description="The label's name.")
+    value: StrictStr = Field(min_length=1, max_length=253, description="Its value.")
+
+
+class LatencyHistogramSource(SpecModel):
+    """A request-duration histogram per arm, as a Gateway or service mesh exports it.
+
+    Where one exists, the latency gates judge counts of requests above its bucket edges
+    (docs/analysis.md); without it they fall back on Triton's own counters and summaries.
+    """
+
+    metric: StrictStr = Field(
+        pattern=METRIC_NAME,
+        max_length=200,
+        description=(
+            "The histogram's _bucket series, e.g. istio_request_duration_milliseconds_bucket "
+            "or envoy_cluster_upstream_rq_time_bucket."
+        ),
+    )
+    arm_label: StrictStr = Field(
+        pattern=LABEL_NAME,
+        max_length=100,
+        description="The label whose value tells the arms apart (e.g. destination_service_name).",
+    )
+    baseline_value: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="That label's value for the baseline (default: the baseline Service's name).",
+    )
+    candidate_value: StrictStr | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description=(
+            "That label's value for the candidate (default: the candidate Service's name)."
+        ),
+    )
+    unit: Literal["seconds", "milliseconds"] = Field(
+        default="seconds", description="The unit of the le bucket edges."
+    )
+    matchers: tuple[LabelMatcher, ...] = Field(
+        default=(),
+        max_length=20,
+        description="More label=value matchers the series must carry (e.g. the namespace).",
+    )
+
+
 class AnalysisSpec(SpecModel):
     """How often and against what the candidate is judged."""
 
@@ -747,6 +842,23 @@ class AnalysisSpec(SpecModel):
         default_factory=ProbeSpec,
         description=(
             "The paired probe: the same inputs to baseline and candidate before any traffic moves."
+        ),
+    )
+    power: Number = Field(
+        default=0.8,
+        ge=0.5,
+        lt=1,
+        description=(
+            "With what probability each gate must be able to catch its stated regression "
+            "(errorRate.detectBurnRate, latency.detectRegression) before it passes on no "
+            "evidence of harm."
+        ),
+    )
+    latency_histogram: LatencyHistogramSource | None = Field(
+        default=None,
+        description=(
+            "A request-duration histogram per arm (a Gateway's or mesh's); without one the "
+            "latency gates use Triton's counters and summary quantiles."
         ),
     )
 

@@ -101,6 +101,8 @@ class LedgerEntry(StatusModel):
     samples: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     window_seconds: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     message: str = ""
+    basis: str | None = None
+    """What a Pass rests on: "proof" or "power" (docs/analysis.md)."""
 
     @field_serializer("value", "threshold", when_used="json")
     def _json_number(self, value: float | None) -> float | None:
@@ -123,6 +125,9 @@ class RolloutStatus(StatusModel):
     last_verdict: Verdict | None = None
     message: str = ""
     handled_request: str | None = None
+    power_plan: list[dict[str, Any]] = Field(default_factory=list)
+    """Per gate: what it needs before it can pass on power, what it has, and how long the
+    rest takes at the current traffic (rollout/power_plan.py)."""
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     def condition(self, type_: str) -> Condition | None:

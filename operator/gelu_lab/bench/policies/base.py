@@ -16,11 +16,14 @@ class Outcome:
 
     ``tick`` is the index of the tick at whose end the decision was made (None when
     the policy neither promoted nor rolled back by the last tick: ``stalled``).
+    ``plan_feasible``: whether the policy said, before deciding, that its plan gives every
+    gate the data it needs in time (None: it says nothing of the kind).
     """
 
     decision: Decision
     tick: int | None
     reason: str
+    plan_feasible: bool | None = None
 
 
 class Policy(Protocol):

@@ -23,7 +23,11 @@ check only sees the increments of that tick):
 * ``request-success-rate`` (builtin, candidate only): ``thresholdRange.min`` =
   ``availability x 100`` percent; no values when the candidate had no requests;
 * ``request-duration`` (builtin, candidate P99 in ms): ``thresholdRange.max`` = the P99
-  ceiling; no values when the tick has no candidate P99;
+  ceiling. Flagger's builtin is ``histogram_quantile(0.99, sum(rate(<mesh>_bucket
+  [interval])) by (le))``: where the scenario has a request-duration histogram it is
+  computed so over the interval's buckets (Prometheus' interpolation, the highest finite
+  edge when the quantile falls in ``+Inf``); without one, the scenario's P99 is used. No
+  values when the interval has no candidate request in the histogram, or no P99;
 * ``nonfinite-outputs`` (metric template, ``sum(increase(...[interval]))`` for the
   candidate): ``thresholdRange.max`` = 0;
 * ``output-kl-divergence`` (metric template): KL(baseline || candidate) of the two arms'
@@ -35,10 +39,12 @@ check only sees the increments of that tick):
   rather than a divergence against a flat, made-up distribution;
 * ``threshold`` = 5 (the value in Flagger's examples).
 
-Replay differences, which the fixed traffic schedule of a scenario forces:
+Replay differences, kept so that the policy stays as documented:
 
-* In Flagger a failed interval holds the weight, stretching the rollout; here the
-  scenario's schedule goes on regardless and the failed interval is only counted.
+* In Flagger a failed interval holds the weight, stretching the rollout; here the plan's
+  schedule goes on regardless and the failed interval is only counted (the replay would
+  allow holding the weight on an adaptive stream; the policy follows the plan's weights,
+  as it did on fixed streams).
 * Flagger notices ``failedChecks >= threshold`` at the start of its next run, one
   interval later; this policy decides at the end of the tick in which the threshold is
   reached (the earliest tick at which Flagger is committed to the rollback).
@@ -52,10 +58,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from gelu_lab.bench.policies.base import Outcome
-from gelu_lab.bench.scenario import Scenario, deltas
+from gelu_lab.bench.policies.promql import request_duration_p99
+from gelu_lab.bench.replay import Replay
+from gelu_lab.bench.scenario import Scenario
 from gelu_rollout.analysis.observations import ArmObservation
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def kl_divergence(
@@ -104,7 +115,10 @@ class FlaggerStylePolicy:
             "threshold": self.threshold,
             "interval": "1 tick (every metric's interval too)",
             "request-success-rate": "min = scenario availability SLO x 100 (percent)",
-            "request-duration": "max = scenario P99 ceiling (ms)",
+            "request-duration": (
+                "max = scenario P99 ceiling (ms); histogram_quantile(0.99) over the interval's "
+                "latency buckets where a histogram exists, else the scenario's P99"
+            ),
             "nonfinite_max": self.nonfinite_max,
             "kl_max": self.kl_max,
             "kl_pseudo_count": self.kl_pseudo_count,
@@ -130,11 +144,12 @@ class FlaggerStylePolicy:
         if success_rate < minimum:
             return f"success rate {success_rate:.4f}% < {minimum:g}%"
 
-        if candidate.p99_ms is None:
+        duration = request_duration_p99(candidate)
+        if duration is None:
             return "no values found for request-duration (no candidate P99 in the interval)"
         ceiling = scenario.latency_p99_ceiling_ms
-        if candidate.p99_ms > ceiling:
-            return f"request duration {candidate.p99_ms:g}ms > {ceiling:g}ms"
+        if duration > ceiling:
+            return f"request duration {duration:g}ms > {ceiling:g}ms"
 
         if candidate.nonfinite > self.nonfinite_max:
             return f"nonfinite-outputs {candidate.nonfinite:g} > {self.nonfinite_max:g}"
@@ -151,7 +166,9 @@ class FlaggerStylePolicy:
     def run(self, scenario: Scenario) -> Outcome:
         last_planned = scenario.planned_ticks - 1
         failed_checks = 0
-        for tick, (baseline, candidate) in enumerate(deltas(scenario)):
+        replay = Replay(scenario, START)
+        for tick in range(len(replay)):
+            baseline, candidate = replay.observe(tick)  # at the plan's weight
             problem = self.check_interval(scenario, baseline, candidate)
             if problem is not None:
                 failed_checks += 1

@@ -52,11 +52,15 @@ What it imitates, and from which sources (spinnaker/kayenta):
   lifetime the last score must be ``>= pass`` (``score >= passThreshold`` in the
   classifier) to succeed, otherwise it fails.
 
-Data points: one per tick and arm, from that tick's increments (``deltas()``), the way a
-Prometheus query with a step equal to the tick would give them. A tick in which an arm
-had no requests gives that arm no data point for any metric (the query is NaN and
-``nanStrategy`` "remove" drops it); a tick without a P99 or without histogram
-observations gives no point for those metrics only.
+Data points: one per tick and arm, from that tick's increments (the replay's
+observations at the plan's weights: a Spinnaker pipeline's stages have fixed weights and
+durations), the way a Prometheus query with a step equal to the tick would give them. A
+tick in which an arm had no requests gives that arm no data point for any metric (the
+query is NaN and ``nanStrategy`` "remove" drops it); a tick without a P99 or without
+histogram observations gives no point for those metrics only. ``p99-ms`` is
+``histogram_quantile(0.99, ...)`` over the tick's request-duration buckets where the
+scenario has a latency histogram (what a canary config on a mesh's metrics queries, as
+Flagger's builtin does), otherwise the scenario's P99.
 
 ``min_points``: Spinnaker's best-practices page asks for at least 50 data points per
 metric per canary run; a per-tick series of ~20 ticks never gets there, so that advice
@@ -75,6 +79,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -82,7 +87,9 @@ import numpy.typing as npt
 from scipy.special import ndtri
 
 from gelu_lab.bench.policies.base import Outcome
-from gelu_lab.bench.scenario import Scenario, deltas
+from gelu_lab.bench.policies.promql import histogram_quantile, request_duration_p99
+from gelu_lab.bench.replay import Replay
+from gelu_lab.bench.scenario import Scenario
 from gelu_rollout.analysis.observations import ArmObservation
 
 FloatArray = npt.NDArray[np.float64]
@@ -95,6 +102,7 @@ NOISE_SCALE = 1e-5  # MannWhitneyClassifier.addGaussianNoise scalingFactor
 
 # Fixed standard normal draws standing in for Kayenta's random noise (degenerate samples).
 _NOISE = np.random.default_rng(20170801).standard_normal(4096)
+START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -112,42 +120,6 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("output-p50", "either", critical=False),
     MetricSpec("output-p90", "either", critical=False),
 )
-
-
-# --- Prometheus histogram_quantile -------------------------------------------------------------
-
-
-def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[float]) -> float:
-    """Prometheus' ``histogram_quantile`` over per-bucket counts.
-
-    ``bounds`` are the finite upper bounds, ``counts`` has one more entry for the +Inf
-    bucket. As in Prometheus: NaN without observations; a quantile in the +Inf bucket
-    returns the highest finite bound; in the lowest bucket the lower edge is 0 when its
-    upper bound is positive, and its upper bound is returned when that is <= 0; otherwise
-    linear interpolation inside the bucket.
-    """
-    total = float(sum(counts))
-    if not total > 0:
-        return math.nan
-    rank = q * total
-    finite = len(bounds)
-    cumulative = 0.0
-    below = 0.0
-    bucket = finite
-    for i in range(finite):
-        below = cumulative
-        cumulative += counts[i]
-        if cumulative >= rank:
-            bucket = i
-            break
-    if bucket == finite:
-        return float(bounds[-1])
-    if bucket == 0 and bounds[0] <= 0:
-        return float(bounds[0])
-    start = 0.0 if bucket == 0 else float(bounds[bucket - 1])
-    end = float(bounds[bucket])
-    in_bucket = cumulative - below
-    return start + (end - start) * (rank - below) / in_bucket
 
 
 # --- Judge pieces ------------------------------------------------------------------------------
@@ -371,7 +343,7 @@ def _arm_points(delta: ArmObservation, bounds: Sequence[float]) -> tuple[float, 
         return None
     return (
         delta.failures / delta.requests,
-        math.nan if delta.p99_ms is None else delta.p99_ms,
+        math.nan if (p99 := request_duration_p99(delta)) is None else p99,
         delta.nonfinite / delta.requests,
         histogram_quantile(0.10, bounds, delta.histogram),
         histogram_quantile(0.50, bounds, delta.histogram),
@@ -446,9 +418,10 @@ class KayentaStylePolicy:
         base_rows: list[tuple[float, ...]] = []
         cand_rows: list[tuple[float, ...]] = []
         last: Judgement | None = None
-        for tick, (base, cand) in enumerate(deltas(scenario)):
-            if tick >= planned:
-                break
+        replay = Replay(scenario, START)
+        for tick in range(min(planned, len(replay))):
+            # The plan's weights: a Spinnaker pipeline's stages are fixed.
+            base, cand = replay.observe(tick)
             base_point = _arm_points(base, bounds)
             cand_point = _arm_points(cand, bounds)
             if base_point is not None:

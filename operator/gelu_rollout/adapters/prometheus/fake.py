@@ -16,6 +16,7 @@ from datetime import datetime
 
 from gelu_rollout.analysis.observations import ArmObservation
 from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.spec.model import LatencyHistogramSource
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class ObserverCall:
     interval_seconds: float
     burn_windows_seconds: tuple[float, ...]
     at: datetime
+    latency_histogram: LatencyHistogramSource | None = None
+    rollout_name: str | None = None
 
 
 ScriptItem = Observations | Callable[[ObserverCall], Observations]
@@ -70,9 +73,19 @@ class FakeObserver:
         interval_seconds: float,
         burn_windows_seconds: Sequence[float],
         at: datetime,
+        *,
+        latency_histogram: LatencyHistogramSource | None = None,
+        rollout_name: str | None = None,
     ) -> Observations:
         call = ObserverCall(
-            namespace, rollout, model, interval_seconds, tuple(burn_windows_seconds), at
+            namespace,
+            rollout,
+            model,
+            interval_seconds,
+            tuple(burn_windows_seconds),
+            at,
+            latency_histogram,
+            rollout_name,
         )
         with self._lock:
             self.calls.append(call)

@@ -4,7 +4,9 @@
 at the same instant (``time=at``), a few at a time, and hands the answers to the pure
 ``parse.to_observations``. Prometheus unreachable, too slow, answering with an error or
 with nothing all give both arms None and a ``missing_reason``: the gates then say
-Inconclusive, never Pass, and ``observe`` does not raise for any of these. It blocks:
+Inconclusive, never Pass, and ``observe`` does not raise for any of these. The optional
+latency queries (means and the request-duration histogram) are the exception: one that
+fails or does not answer in time is left out, and only its field is None. It blocks:
 call it from a thread (``asyncio.to_thread``) in async code.
 """
 
@@ -24,6 +26,7 @@ from urllib3.util.retry import Retry
 from gelu_rollout.adapters.prometheus.parse import missing, to_observations
 from gelu_rollout.adapters.prometheus.queries import DEFAULT_SCRAPE_INTERVAL_SECONDS, build_plan
 from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.spec.model import LatencyHistogramSource
 
 _REASON_LIMIT = 300
 
@@ -39,8 +42,17 @@ class Observer(Protocol):
         interval_seconds: float,
         burn_windows_seconds: Sequence[float],
         at: datetime,
+        *,
+        latency_histogram: LatencyHistogramSource | None = None,
+        rollout_name: str | None = None,
     ) -> Observations:
-        """The rollout's observations over ``interval_seconds`` ending at ``at``."""
+        """The rollout's observations over ``interval_seconds`` ending at ``at``.
+
+        ``rollout`` is the rollout's label value (its pods' ``rollout`` target label);
+        ``latency_histogram`` the spec's request-duration histogram, if any, whose default
+        arm label values are the Services of ``rollout_name`` (default ``rollout``), the
+        rollout's own name.
+        """
         ...
 
 
@@ -106,6 +118,9 @@ class PrometheusObserver:
         interval_seconds: float,
         burn_windows_seconds: Sequence[float],
         at: datetime,
+        *,
+        latency_histogram: LatencyHistogramSource | None = None,
+        rollout_name: str | None = None,
     ) -> Observations:
         """One batch of queries for one rollout's tick ending at ``at`` (timezone-aware)."""
         if at.tzinfo is None:
@@ -117,9 +132,11 @@ class PrometheusObserver:
             interval_seconds,
             burn_windows_seconds,
             scrape_interval_seconds=self.scrape_interval_seconds,
+            latency_histogram=latency_histogram,
+            rollout_name=rollout_name,
         )
         try:
-            results = self._query_all(plan.expressions(), at)
+            results = self._query_all(plan.expressions(), at, plan.optional_expressions())
         except _UnansweredError as error:
             reason = str(error)
         except requests.exceptions.Timeout:
@@ -140,8 +157,25 @@ class PrometheusObserver:
             raise TypeError(f"expected a vector, got {type(result).__name__}")
         return result
 
-    def _query_all(self, expressions: Sequence[str], at: datetime) -> dict[str, Any]:
-        """Every expression's result vector; raises the first error, or _UnansweredError."""
+    def _query_optional(self, expr: str, params: dict[str, str]) -> list[dict[str, Any]] | None:
+        """``_query``, with None for any failure: the answer is optional."""
+        try:
+            return self._query(expr, params)
+        except (
+            requests.exceptions.RequestException,
+            PrometheusApiClientException,
+            ValueError,
+            KeyError,
+            TypeError,
+        ):
+            return None
+
+    def _query_all(
+        self, expressions: Sequence[str], at: datetime, optional: frozenset[str] = frozenset()
+    ) -> dict[str, Any]:
+        """Every expression's result vector; raises the first error, or _UnansweredError.
+        An ``optional`` expression that fails or is still unanswered when the time is up is
+        left out of the answer instead."""
         params = {
             "time": f"{at.timestamp():.3f}",
             # Prometheus gives up too, instead of computing an answer nobody waits for.
@@ -152,8 +186,12 @@ class PrometheusObserver:
             thread_name_prefix="prometheus-query",
         )
         try:
-            futures: dict[str, Future[list[dict[str, Any]]]] = {
-                expr: pool.submit(self._query, expr, params) for expr in expressions
+            futures: dict[str, Future[list[dict[str, Any]] | None]] = {
+                expr: pool.submit(
+                    self._query_optional if expr in optional else self._query, expr, params
+                )
+                # The required first: a slow optional query never holds one of them up.
+                for expr in sorted(expressions, key=lambda e: e in optional)
             }
             done, pending = wait(
                 futures.values(), timeout=self.timeout_seconds, return_when=FIRST_EXCEPTION
@@ -161,12 +199,14 @@ class PrometheusObserver:
             for future in done:
                 if (error := future.exception()) is not None:
                     raise error
-            if pending:
+            unanswered = [e for e, f in futures.items() if f in pending and e not in optional]
+            if unanswered:
                 raise _UnansweredError(
                     f"Prometheus at {self.url} answered {len(done)} of {len(futures)} queries "
                     f"within {self.timeout_seconds:g}s"
                 )
-            return {expr: future.result() for expr, future in futures.items()}
+            answers = {e: f.result() for e, f in futures.items() if f not in pending}
+            return {e: answer for e, answer in answers.items() if answer is not None}
         finally:
             # Queries still running end by their own timeout; nothing waits for them.
             pool.shutdown(wait=False, cancel_futures=True)

@@ -3,9 +3,12 @@
 Results are the ``data.result`` vectors of ``/api/v1/query``, keyed by expression. An
 empty vector is missing data, never zero: the arms are then reported as None with the
 reason (which query, which arm), and every gate says Inconclusive. A zero that
-Prometheus computed from series that exist is a real zero. Only the P99 may be missing
-on its own (``p99_ms`` None: Triton reports no quantile without traffic); the latency
-gates then skip the tick.
+Prometheus computed from series that exist is a real zero. Only the latency signals may
+be missing on their own, each one leaving its field None and the rest of the arm as it
+is: the P99 (Triton reports no quantile without traffic), the mean, queue and compute
+times (an empty answer, or no successful request to divide by), and the request-duration
+histogram (empty, or not a usable histogram: see :func:`latency_histogram`); the latency
+gates then use what is left or skip the tick.
 """
 
 from __future__ import annotations
@@ -15,8 +18,14 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from gelu_rollout.adapters.prometheus.queries import ArmQueries, CountQuery, QueryPlan
+from gelu_rollout.adapters.prometheus.queries import (
+    ArmQueries,
+    CountQuery,
+    LatencyHistogramQuery,
+    QueryPlan,
+)
 from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
+from gelu_rollout.analysis.tail_latency import LatencyHistogram, histogram_problem
 from gelu_rollout.rollout.observations import Observations
 
 Vector = Sequence[Mapping[str, Any]]
@@ -110,8 +119,60 @@ def _p99(results: Results, expr: str, arm: str) -> float | None:
     return value
 
 
+def _milliseconds(results: Results, expr: str) -> float | None:
+    """An optional mean time in ms: None when not queried, empty, malformed, more than one
+    sample, or not a finite non-negative number (0 / 0 when no request succeeded)."""
+    if not expr or expr not in results:
+        return None
+    vector = results[expr]
+    if not isinstance(vector, Sequence) or isinstance(vector, str | bytes) or len(vector) != 1:
+        return None
+    try:
+        value = _value(vector[0])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _edge_ms(le: float, ms_per_unit: float) -> float:
+    # Twelve significant digits: 0.005 s is 5 ms, not 5.000000000000001.
+    return float(f"{le * ms_per_unit:.12g}")
+
+
+def latency_histogram(vector: object, query: LatencyHistogramQuery) -> LatencyHistogram | None:
+    """A request-duration histogram in milliseconds from the ``sum by (le)`` answer, or None.
+
+    Bucket bounds are converted to milliseconds, the le-cumulative counts become per-bucket
+    counts (a dip counts 0, as for the output histogram) scaled like every count, and the
+    ``+Inf`` bucket is the last count. Bounds at or below zero are dropped: no request
+    takes no time, and their requests stay counted in the next bucket up (a cumulative
+    bucket may be left out without losing a request). Anything else that is not a
+    histogram gives None, not a guess: an empty answer, an unreadable or NaN bound, a bound
+    twice, no ``+Inf`` bucket, no positive finite bound, a count that is negative or not
+    finite.
+    """
+    if not isinstance(vector, Sequence) or isinstance(vector, str | bytes) or not vector:
+        return None
+    try:
+        pairs = [(float(s["metric"]["le"]), _value(s)) for s in vector]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    bounds = [le for le, _ in pairs]
+    if any(math.isnan(le) for le in bounds) or len(set(bounds)) != len(bounds):
+        return None
+    if math.inf not in bounds or any(not math.isfinite(v) or v < 0 for _, v in pairs):
+        return None
+    kept = [(le, v) for le, v in pairs if le > 0]
+    edges = tuple(_edge_ms(le, query.ms_per_unit) for le, _ in sorted(kept) if le != math.inf)
+    if not edges:
+        return None
+    histogram = LatencyHistogram(edges, tuple(c * query.scale for c in per_bucket(kept)))
+    return None if histogram_problem(histogram) is not None else histogram
+
+
 def arm_observation(queries: ArmQueries, results: Results) -> ArmObservation:
-    """One arm's observation; raises MissingDataError when a count is missing."""
+    """One arm's observation; raises MissingDataError when a count is missing (the
+    optional latency signals are None instead)."""
     arm = queries.arm
     windows = {
         w.seconds: WindowCounts(_count(results, w.requests, arm), _count(results, w.failures, arm))
@@ -124,6 +185,16 @@ def arm_observation(queries: ArmQueries, results: Results) -> ArmObservation:
         histogram=_histogram(results, queries.histogram, arm),
         p99_ms=_p99(results, queries.p99_ms, arm),
         windows=windows,
+        latency_mean_ms=_milliseconds(results, queries.latency_mean_ms),
+        queue_ms=_milliseconds(results, queries.queue_ms),
+        compute_ms=_milliseconds(results, queries.compute_ms),
+        latency_histogram=(
+            None
+            if queries.latency_histogram is None
+            else latency_histogram(
+                results.get(queries.latency_histogram.expr), queries.latency_histogram
+            )
+        ),
     )
 
 

@@ -12,12 +12,32 @@ metrics carry, and adds the arm's pods up:
 * ``nonfinite``: ``increase`` of ``gelu_nonfinite_outputs_total``;
 * ``histogram``: ``increase`` of ``gelu_output_value_bucket`` by ``le`` (cumulative:
   ``parse`` turns it into per-bucket counts);
+* ``latency_mean_ms``, ``queue_ms``, ``compute_ms``: the arm's mean request, queue and
+  compute time per successful request over the interval, in milliseconds: the ``increase``
+  of Triton's cumulative microsecond counters (``nv_inference_request_duration_us``,
+  ``nv_inference_queue_duration_us``, and for compute the whole of it: input, infer and
+  output, ``nv_inference_compute_{input,infer,output}_duration_us``, where a pod exports
+  no input or output counter the infer one alone), summed over the arm's pods, divided by
+  the summed ``increase`` of ``nv_inference_request_success``. (The compute parts are
+  summed one by one: ``increase`` drops the metric name, and the three parts of one pod
+  would otherwise be series with the same labels.) Triton adds to these counters for
+  successful requests only, so the ratio is the exact mean of the tick's successful
+  requests, across pods; it needs no scaling;
+* ``latency_histogram`` (only where the spec names one, ``analysis.latencyHistogram``):
+  ``increase`` of that request-duration histogram's ``_bucket`` series by ``le``, for the
+  series whose arm label has the arm's value (default: the arm's Service name) and that
+  carry the spec's other matchers; as a Gateway or mesh exports it, so it is not selected
+  by the pods' target labels;
 * ``p99_ms``: the worst pod's ``nv_inference_request_summary_us`` 0.99 quantile, in
   milliseconds. Quantiles of different pods cannot be combined into the arm's quantile
   (neither averaged nor summed); the maximum is an upper bound of it, the conservative
   side for a latency gate, and exactly it when the arm has a single pod. The quantile
   covers the summary's own sliding window in Triton, not exactly the tick's interval;
 * per burn-rate window: ``requests`` and ``failures`` over that window.
+
+The latency means and the latency histogram are optional: an empty, unanswered or
+malformed answer to one of them leaves that field None and the rest of the arm's
+observation stands (``QueryPlan.optional_expressions``).
 
 Ranges are whole seconds, ``[Ns]``: the requested length rounded up, and at least
 ``MIN_SCRAPES_PER_RANGE`` scrape intervals, because ``increase`` needs two samples in
@@ -34,10 +54,13 @@ not extrapolated backwards.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-ARMS = ("baseline", "candidate")
+from gelu_rollout.resources.names import Arm, service_name
+from gelu_rollout.spec.model import LatencyHistogramSource
+
+ARMS: tuple[Arm, Arm] = ("baseline", "candidate")
 MIN_SCRAPES_PER_RANGE = 2
 DEFAULT_SCRAPE_INTERVAL_SECONDS = 15.0
 
@@ -46,6 +69,14 @@ REQUEST_FAILURE = "nv_inference_request_failure"
 LATENCY_SUMMARY = "nv_inference_request_summary_us"
 OUTPUT_BUCKETS = "gelu_output_value_bucket"
 NONFINITE = "gelu_nonfinite_outputs_total"
+REQUEST_DURATION = "nv_inference_request_duration_us"
+QUEUE_DURATION = "nv_inference_queue_duration_us"
+COMPUTE_INFER = "nv_inference_compute_infer_duration_us"
+COMPUTE_INPUT_OUTPUT = (
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_output_duration_us",
+)
+MS_PER_UNIT = {"seconds": 1000.0, "milliseconds": 1.0}
 # Exporters print the quantile label as "0.99"; allow trailing zeros ("0.990000").
 P99_QUANTILE_RE = "0\\.990*"
 
@@ -112,6 +143,45 @@ class WindowQueries:
 
 
 @dataclass(frozen=True)
+class LatencySource:
+    """A request-duration histogram as one arm's query needs it: the spec's
+    ``analysis.latencyHistogram`` with the arm's label value resolved."""
+
+    metric: str
+    arm_label: str
+    value: str
+    ms_per_unit: float
+    matchers: tuple[tuple[str, str], ...] = ()
+
+
+def latency_sources(source: LatencyHistogramSource, rollout_name: str) -> dict[Arm, LatencySource]:
+    """Both arms' histogram selectors; an arm without its own label value gets its
+    Service's name (``<rollout>-baseline``, ``<rollout>-candidate``)."""
+    values: dict[Arm, str | None] = {
+        "baseline": source.baseline_value,
+        "candidate": source.candidate_value,
+    }
+    return {
+        arm: LatencySource(
+            source.metric,
+            source.arm_label,
+            value or service_name(rollout_name, arm),
+            MS_PER_UNIT[source.unit],
+            tuple((m.label, m.value) for m in source.matchers),
+        )
+        for arm, value in values.items()
+    }
+
+
+@dataclass(frozen=True)
+class LatencyHistogramQuery(CountQuery):
+    """A request-duration histogram's bucket increases; ``le`` times ``ms_per_unit`` is the
+    bucket's upper bound in milliseconds."""
+
+    ms_per_unit: float = 1000.0
+
+
+@dataclass(frozen=True)
 class ArmQueries:
     """Every query of one arm for one tick."""
 
@@ -122,14 +192,24 @@ class ArmQueries:
     histogram: CountQuery
     p99_ms: str
     windows: tuple[WindowQueries, ...]
+    latency_mean_ms: str = ""
+    queue_ms: str = ""
+    compute_ms: str = ""
+    latency_histogram: LatencyHistogramQuery | None = None
 
     def counts(self) -> tuple[CountQuery, ...]:
         """The count queries, the windows' last."""
         windows = [q for w in self.windows for q in (w.requests, w.failures)]
         return (self.requests, self.failures, self.nonfinite, self.histogram, *windows)
 
+    def optional(self) -> tuple[str, ...]:
+        """The queries whose answer may be missing without the arm being missing."""
+        means = (self.latency_mean_ms, self.queue_ms, self.compute_ms)
+        histogram = () if self.latency_histogram is None else (self.latency_histogram.expr,)
+        return (*(e for e in means if e), *histogram)
+
     def expressions(self) -> tuple[str, ...]:
-        return (*(q.expr for q in self.counts()), self.p99_ms)
+        return (*(q.expr for q in self.counts()), self.p99_ms, *self.optional())
 
 
 @dataclass(frozen=True)
@@ -149,9 +229,37 @@ class QueryPlan:
         """Every distinct expression, each once, in a stable order."""
         return tuple(dict.fromkeys(e for arm in self.arms for e in arm.expressions()))
 
+    def optional_expressions(self) -> frozenset[str]:
+        """The expressions an observer may fail to get an answer to and still report the
+        arms (see :meth:`ArmQueries.optional`)."""
+        return frozenset(e for arm in self.arms for e in arm.optional())
+
 
 def _increase(metric_selector: str, range_s: int) -> str:
     return f"increase({metric_selector}[{range_s}s])"
+
+
+def _sum_increase(metric_selector: str, range_s: int) -> str:
+    return f"sum({_increase(metric_selector, range_s)})"
+
+
+def _mean_ms(total_us: str, successes: str) -> str:
+    """Summed microseconds (``total_us``) over summed successful requests, in ms."""
+    return f"{total_us} / {successes} / 1000"
+
+
+def latency_histogram_query(
+    source: LatencySource, interval_seconds: float, range_s: int
+) -> LatencyHistogramQuery:
+    """The arm's bucket increases over ``range_s``, added up by ``le``."""
+    sel = selector([(source.arm_label, source.value), *source.matchers])
+    return LatencyHistogramQuery(
+        f"latency histogram over {interval_seconds:g}s",
+        f"sum by (le) ({_increase(source.metric + sel, range_s)})",
+        interval_seconds,
+        range_s,
+        source.ms_per_unit,
+    )
 
 
 def arm_queries(
@@ -163,8 +271,10 @@ def arm_queries(
     burn_windows_seconds: Sequence[float] = (),
     *,
     scrape_interval_seconds: float = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    latency: LatencySource | None = None,
 ) -> ArmQueries:
-    """The queries of one arm (``arm`` is ``baseline`` or ``candidate``)."""
+    """The queries of one arm (``arm`` is ``baseline`` or ``candidate``); ``latency``: the
+    arm's request-duration histogram, if the spec names one."""
     if arm not in ARMS:
         raise ValueError(f"arm must be one of {ARMS}, got {arm!r}")
     labels = [("namespace", namespace), ("rollout", rollout), ("arm", arm), ("model", model)]
@@ -202,7 +312,29 @@ def arm_queries(
     windows = tuple(
         WindowQueries(seconds, *counts(seconds)) for seconds in dict.fromkeys(burn_windows_seconds)
     )
-    return ArmQueries(arm, requests, failures, nonfinite, histogram, p99_ms, windows)
+    successes = _sum_increase(REQUEST_SUCCESS + sel, r)
+    # infer, plus input and output where they are exported (each summed on its own).
+    compute = " + ".join(
+        [
+            _sum_increase(COMPUTE_INFER + sel, r),
+            *(f"({_sum_increase(name + sel, r)} or vector(0))" for name in COMPUTE_INPUT_OUTPUT),
+        ]
+    )
+    return ArmQueries(
+        arm,
+        requests,
+        failures,
+        nonfinite,
+        histogram,
+        p99_ms,
+        windows,
+        latency_mean_ms=_mean_ms(_sum_increase(REQUEST_DURATION + sel, r), successes),
+        queue_ms=_mean_ms(_sum_increase(QUEUE_DURATION + sel, r), successes),
+        compute_ms=_mean_ms(f"({compute})", successes),
+        latency_histogram=(
+            None if latency is None else latency_histogram_query(latency, interval_seconds, r)
+        ),
+    )
 
 
 def build_plan(
@@ -213,8 +345,18 @@ def build_plan(
     burn_windows_seconds: Sequence[float] = (),
     *,
     scrape_interval_seconds: float = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    latency_histogram: LatencyHistogramSource | None = None,
+    rollout_name: str | None = None,
 ) -> QueryPlan:
-    """The queries of one tick: both arms, the interval's counts and every burn window."""
+    """The queries of one tick: both arms, the interval's counts and every burn window, and
+    the arms' request-duration histogram where ``latency_histogram`` names one.
+    ``rollout_name`` (default ``rollout``, the rollout's label value) names the arms'
+    Services, the histogram's default arm label values."""
+    sources: Mapping[Arm, LatencySource] = (
+        {}
+        if latency_histogram is None
+        else latency_sources(latency_histogram, rollout_name or rollout)
+    )
     baseline, candidate = (
         arm_queries(
             namespace,
@@ -224,6 +366,7 @@ def build_plan(
             interval_seconds,
             burn_windows_seconds,
             scrape_interval_seconds=scrape_interval_seconds,
+            latency=sources.get(arm),
         )
         for arm in ARMS
     )

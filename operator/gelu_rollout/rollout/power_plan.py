@@ -1,0 +1,195 @@
+"""The power plan: what each gate needs before it can pass, and when it will have it.
+
+Worked out at every look from the traffic the rollout sees now, for the gates whose pass
+rests on power (errorRate, the latency gates, divergence). It goes into the status (shown by
+``kubectl gelu status``), and a gate that cannot be ready by the end of the plan (the
+remaining steps' ``analysisSeconds`` at their weights, and the last step's
+``maxExtensionSeconds``) is named in a Warning Event once per step, before anyone waits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from gelu_rollout.analysis.observations import ArmObservation, StepEvidence
+from gelu_rollout.analysis.power import (
+    Plan,
+    binomial_plan_trials,
+    format_duration,
+    t_test_ticks_for_power,
+    tail_requests_for_power,
+    zero_failure_proof_requests,
+)
+from gelu_rollout.analysis.sequential import RATE_MULTIPLIERS
+from gelu_rollout.rollout.evaluate import alpha_per_test
+from gelu_rollout.spec.model import RolloutSpec
+
+# The latency fallback's per-tick noise before ticks show their own: a mean latency over
+# about a hundred requests, at the noise model of analysis/observations.py.
+PRIOR_TICK_SD = 0.06
+
+
+def plan_gates(
+    spec: RolloutSpec,
+    segments: Sequence[StepEvidence],
+    latest: tuple[ArmObservation, ArmObservation] | None,
+    interval_seconds: float,
+) -> tuple[Plan, ...]:
+    """Each planned gate's need, from the whole rollout's evidence and this tick's traffic."""
+    gates = spec.analysis.gates
+    whole = segments[0]
+    alpha = alpha_per_test(spec)
+    power = spec.analysis.power
+    baseline_rate = latest[0].requests / interval_seconds if latest else None
+    candidate_rate = latest[1].requests / interval_seconds if latest else None
+    total = (baseline_rate or 0.0) + (candidate_rate or 0.0)
+    share = (candidate_rate or 0.0) / total if total > 0 else None
+    plans: list[Plan] = []
+    if gates.error_rate.enabled:
+        errors = gates.error_rate
+        tolerated = errors.max_burn_rate * spec.error_budget
+        trials = (
+            binomial_plan_trials(
+                tolerated,
+                errors.detect_burn_rate * spec.error_budget,
+                RATE_MULTIPLIERS,
+                alpha,
+                power,
+            )
+            if errors.detect_burn_rate > errors.max_burn_rate
+            else None
+        )
+        plans.append(
+            Plan(
+                "errorRate",
+                f"a burn rate of {errors.detect_burn_rate:g}",
+                max(float(errors.min_requests), trials) if trials is not None else None,
+                whole.candidate.requests,
+                "candidate requests",
+                candidate_rate,
+                zero_failure_proof_requests(tolerated, alpha) if tolerated < 1 else None,
+            )
+        )
+    if gates.latency.enabled:
+        latency = gates.latency
+        detects = f"a +{latency.detectable_regression:.0%} P99 regression"
+        if whole.tail.ticks > 0 and whole.baseline_latency is not None:
+            needed = (
+                tail_requests_for_power(
+                    whole.baseline_latency,
+                    share,
+                    latency.max_regression,
+                    latency.detectable_regression,
+                    alpha,
+                    power,
+                )
+                if share is not None
+                else None
+            )
+            plans.append(
+                Plan(
+                    "latencyRegression",
+                    detects,
+                    needed,
+                    whole.tail.candidate_requests,
+                    "candidate requests",
+                    candidate_rate,
+                )
+            )
+        else:
+            moments = whole.latency_ratio
+            dispersion = moments.dispersion if moments.n >= 3 else math.nan
+            tick_sd = (
+                math.sqrt(dispersion * moments.n / moments.weight)
+                if math.isfinite(dispersion) and moments.weight > 0
+                else PRIOR_TICK_SD
+            )
+            effect = math.log1p(latency.detectable_regression) - math.log1p(latency.max_regression)
+            needed = t_test_ticks_for_power(
+                effect, max(tick_sd, 1e-3), alpha, power, latency.min_ticks
+            )
+            plans.append(
+                Plan(
+                    "latencyRegression",
+                    detects,
+                    needed,
+                    float(moments.n),
+                    "ticks",
+                    1.0 / interval_seconds,
+                    grows_with_weight=False,
+                )
+            )
+    if gates.divergence.enabled:
+        outputs = min(whole.baseline.outputs, whole.candidate.outputs)
+        rate = None
+        if latest is not None:
+            rate = min(sum(latest[0].histogram), sum(latest[1].histogram)) / interval_seconds
+        plans.append(
+            Plan(
+                "divergence",
+                f"a KL of {gates.divergence.max_kl:g}",
+                float(gates.divergence.min_outputs),
+                outputs,
+                "outputs per arm",
+                rate,
+            )
+        )
+    return tuple(plans)
+
+
+def infeasible(
+    plans: Sequence[Plan], schedule: Sequence[tuple[float, int]], weight: int
+) -> list[str]:
+    """Why each gate that cannot be ready by the end of the plan cannot, in a sentence.
+
+    ``schedule`` is the rest of the plan as (seconds, weight) pairs, the last step's
+    extension included; ``weight`` is the candidate's weight now, at which the plans'
+    rates were measured (later steps at higher weights bring requests faster).
+    """
+    problems = []
+    seconds_left = sum(seconds for seconds, _ in schedule)
+    for plan in plans:
+        if plan.met:
+            continue
+        if plan.needed is None:
+            problems.append(f"{plan.gate} cannot plan to detect {plan.detects} on this traffic")
+            continue
+        rate = plan.rate_per_second or 0.0
+        expected = sum(
+            seconds * rate * (w / max(weight, 1) if plan.grows_with_weight else 1.0)
+            for seconds, w in schedule
+        )
+        if plan.have + expected >= plan.needed:
+            continue
+        if rate <= 0:
+            problems.append(f"{plan.gate} needs about {plan.needed:,.0f} {plan.unit}; no traffic")
+            continue
+        problems.append(
+            f"{plan.gate} needs about {plan.needed:,.0f} {plan.unit} to detect {plan.detects} "
+            f"and has {plan.have:,.0f}; at {rate:.3g}/s now the plan's remaining "
+            f"{format_duration(seconds_left)} bring about {expected:,.0f}"
+        )
+    return problems
+
+
+def plan_to_status(plans: Sequence[Plan]) -> list[dict[str, object]]:
+    """The plan as the status carries it."""
+    entries: list[dict[str, object]] = []
+    for plan in plans:
+        entry: dict[str, object] = {
+            "gate": plan.gate,
+            "detects": plan.detects,
+            "unit": plan.unit,
+            "have": round(plan.have, 1),
+            "met": plan.met,
+        }
+        if plan.needed is not None:
+            entry["needed"] = plan.needed
+        eta = plan.eta_seconds
+        if eta is not None:
+            entry["etaSeconds"] = round(eta, 1)
+        if plan.proof_needed is not None:
+            entry["proofNeeded"] = plan.proof_needed
+        entries.append(entry)
+    return entries
