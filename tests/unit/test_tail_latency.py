@@ -318,3 +318,24 @@ def test_the_mean_fallback_keeps_its_alpha_and_catches_a_slow_candidate() -> Non
 
     assert sum(run(1.1) for _ in range(200)) / 200 <= alpha
     assert sum(run(1.5) for _ in range(50)) / 50 >= 0.9
+
+
+def test_the_regression_gate_says_where_the_candidates_time_went() -> None:
+    evidence = StepEvidence()
+    for _ in range(4):
+        evidence = accumulate(
+            evidence,
+            ArmObservation(900.0, 0.0, 0.0, (), None, latency_mean_ms=20.0),
+            ArmObservation(
+                300.0, 0.0, 0.0, (), None, latency_mean_ms=22.0, queue_ms=5.0, compute_ms=16.0
+            ),
+            interval_seconds=TICK_SECONDS,
+            latency_ceiling_ms=250.0,
+            max_regression=MAX_REGRESSION,
+            warm=True,
+        )
+    result = latency_regression_gate(
+        evidence, max_regression=MAX_REGRESSION, min_ticks=3, alpha=ALPHA
+    )
+    assert result.message.endswith("candidate mean 22 ms: queue 5 ms, compute 16 ms")
+    assert result.value == pytest.approx(1.1)  # judged on the means: 22 ms against 20 ms

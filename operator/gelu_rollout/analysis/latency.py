@@ -22,6 +22,7 @@ and that error is itself within the tolerance.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from gelu_rollout.analysis.observations import StepEvidence, WeightedMoments
 from gelu_rollout.analysis.power import binomial_plan_trials, tail_requests_for_power
@@ -152,6 +153,15 @@ def _tail_regression_gate(
     )
 
 
+def time_split(evidence: StepEvidence) -> str:
+    """Where the candidate's time went over the segment, from Triton's counters ("" when
+    they were not reported)."""
+    if evidence.timed_requests <= 0:
+        return ""
+    mean, queue, compute = (t / evidence.timed_requests for t in evidence.candidate_time)
+    return f"; candidate mean {mean:.3g} ms: queue {queue:.3g} ms, compute {compute:.3g} ms"
+
+
 def latency_regression_gate(
     evidence: StepEvidence,
     *,
@@ -162,9 +172,10 @@ def latency_regression_gate(
     power: float = 0.8,
     candidate_share: float | None = None,
 ) -> GateResult:
-    """From the histogram's tail test where there is one, else from the per-tick samples."""
+    """From the histogram's tail test where there is one, else from the per-tick samples;
+    the message ends with where the candidate's time went."""
     if evidence.tail.ticks > 0:
-        return _tail_regression_gate(
+        result = _tail_regression_gate(
             evidence,
             max_regression=max_regression,
             detect_regression=detect_regression or max(0.5, 3.0 * max_regression),
@@ -172,6 +183,16 @@ def latency_regression_gate(
             power=power,
             candidate_share=candidate_share,
         )
+    else:
+        result = _sampled_regression_gate(
+            evidence, max_regression=max_regression, min_ticks=min_ticks, alpha=alpha
+        )
+    return replace(result, message=result.message + time_split(evidence))
+
+
+def _sampled_regression_gate(
+    evidence: StepEvidence, *, max_regression: float, min_ticks: int, alpha: float
+) -> GateResult:
     m = evidence.latency_ratio
     limit = 1.0 + max_regression
     if m.n == 0:
@@ -197,7 +218,7 @@ def latency_regression_gate(
             limit,
             m.n,
             evidence.seconds,
-            f"candidate P99 is {ratio:.2f}x the baseline's over {m.n} ticks, confidently "
+            f"candidate latency is {ratio:.2f}x the baseline's over {m.n} ticks, confidently "
             f"above the {limit:.2f}x limit ({evidence_text})",
         )
     if m.n < min_ticks:
@@ -208,7 +229,7 @@ def latency_regression_gate(
             limit,
             m.n,
             evidence.seconds,
-            f"{m.n} of {min_ticks} P99 ticks needed; candidate/baseline {ratio:.2f}x",
+            f"{m.n} of {min_ticks} latency ticks needed; candidate/baseline {ratio:.2f}x",
         )
     # Pass when the mean is within PASS_SLACK standard errors of the limit:
     # per-tick P99s are noisy, and a candidate near the limit should not wait
@@ -225,7 +246,7 @@ def latency_regression_gate(
             limit,
             m.n,
             evidence.seconds,
-            f"candidate P99 {ratio:.2f}x the baseline's over {m.n} ticks, known to "
+            f"candidate latency {ratio:.2f}x the baseline's over {m.n} ticks, known to "
             f"+/-{math.expm1(error):.0%}; not within the {limit:.2f}x limit yet "
             f"({evidence_text})",
         )
@@ -236,7 +257,7 @@ def latency_regression_gate(
         limit,
         m.n,
         evidence.seconds,
-        f"candidate P99 {ratio:.2f}x the baseline's over {m.n} ticks (limit {limit:.2f}x)",
+        f"candidate latency {ratio:.2f}x the baseline's over {m.n} ticks (limit {limit:.2f}x)",
     )
 
 
