@@ -12,6 +12,7 @@ from gelu_rollout.analysis.power import (
     Plan,
     binomial_plan_trials,
     binomial_power,
+    format_duration,
     t_test_ticks_for_power,
     trials_for_power,
     zero_failure_proof_requests,
@@ -66,12 +67,13 @@ def test_plans_grow_as_the_stated_regression_shrinks_and_none_below_the_toleranc
     assert few < many
 
 
-def test_a_plan_says_what_it_needs_and_how_long_it_takes() -> None:
+def test_a_plan_says_how_long_the_rest_takes() -> None:
     plan = Plan("errorRate", "a burn rate of 6", 4600.0, 600.0, "candidate requests", 0.6)
     assert not plan.met
     assert plan.eta_seconds == pytest.approx(4000 / 0.6)
-    assert "about 1.9 h more" in plan.describe()
+    assert format_duration(plan.eta_seconds or 0.0) == "1.9 h"
     assert Plan("errorRate", "x", 10.0, 12.0, "requests", None).met
+    assert Plan("errorRate", "x", 10.0, 2.0, "requests", None).eta_seconds is None
 
 
 def test_the_status_carries_the_plan_and_an_infeasible_step_warns_once() -> None:

@@ -151,19 +151,6 @@ class Plan:
             return None
         return (self.needed - self.have) / self.rate_per_second
 
-    def describe(self) -> str:
-        if self.needed is None:
-            return f"{self.gate} cannot detect {self.detects} on this traffic"
-        text = f"{self.gate} needs about {self.needed:,.0f} {self.unit} to detect {self.detects}"
-        if self.met:
-            return f"{text} ({self.have:,.0f} seen)"
-        eta = self.eta_seconds
-        if eta is None:
-            return f"{text}; {self.have:,.0f} seen, no traffic to tell how long it takes"
-        return (
-            f"{text}; {self.have:,.0f} seen, about {format_duration(eta)} more at the current rate"
-        )
-
 
 def format_duration(seconds: float) -> str:
     """A duration for people: 45 s, 12 min, 2.5 h, 3 d."""
