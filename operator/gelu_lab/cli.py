@@ -23,6 +23,17 @@ from gelu_lab.sandbox.triton import TritonStartError, TritonUnavailableError
 from gelu_rollout.cli.output import fail, out
 
 FAMILY_CHOICES = ", ".join(FAMILIES)
+# The generated suite's options, shared by the commands that generate it.
+SeedOption = Annotated[int, typer.Option(help="Seed of the generated suite.")]
+HealthyOption = Annotated[int, typer.Option(help="Healthy scenarios to generate per family.")]
+PerFaultOption = Annotated[
+    int, typer.Option(help="Scenarios to generate per fault kind and family.")
+]
+FamilyOption = Annotated[
+    list[str] | None,
+    typer.Option(help=f"Scenario family to generate (repeatable): {FAMILY_CHOICES}."),
+]
+
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app = typer.Typer()
 app.add_typer(bench_app, name="bench")
@@ -41,15 +52,10 @@ def bench_decisions(
         typer.Option(help="Run the scenario files (*.json) in this folder instead of generating."),
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
-    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate per family.")] = 320,
-    per_fault: Annotated[
-        int, typer.Option(help="Scenarios to generate per fault kind and family.")
-    ] = 30,
-    family: Annotated[
-        list[str] | None,
-        typer.Option(help=f"Scenario family to generate (repeatable): {FAMILY_CHOICES}."),
-    ] = None,
+    seed: SeedOption = 20261125,
+    healthy: HealthyOption = 320,
+    per_fault: PerFaultOption = 30,
+    family: FamilyOption = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes (default: CPUs).")] = None,
 ) -> None:
     """False rollbacks, detection and delay: gelu-rollout vs Flagger- and Kayenta-style."""
@@ -105,15 +111,10 @@ def bench_variants(
 @bench_app.command("scenarios")
 def bench_scenarios(
     directory: Annotated[Path, typer.Argument(help="Folder to write the scenario files into.")],
-    seed: Annotated[int, typer.Option(help="Seed of the generated suite.")] = 20261125,
-    healthy: Annotated[int, typer.Option(help="Healthy scenarios to generate per family.")] = 320,
-    per_fault: Annotated[
-        int, typer.Option(help="Scenarios to generate per fault kind and family.")
-    ] = 30,
-    family: Annotated[
-        list[str] | None,
-        typer.Option(help=f"Scenario family to generate (repeatable): {FAMILY_CHOICES}."),
-    ] = None,
+    seed: SeedOption = 20261125,
+    healthy: HealthyOption = 320,
+    per_fault: PerFaultOption = 30,
+    family: FamilyOption = None,
 ) -> None:
     """Write the generated scenario suite as JSON files (docs/scenario-format.md)."""
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 
 from gelu_rollout.analysis.observations import StepEvidence
-from gelu_rollout.analysis.power import binomial_plan_trials
+from gelu_rollout.analysis.power import error_rate_requests_for_power
 from gelu_rollout.analysis.sequential import (
-    RATE_MULTIPLIERS,
     binomial_below_log_evalue,
     binomial_log_evalue,
     binomial_upper_tail,
@@ -105,14 +104,9 @@ def error_rate_gate(
     # detect_burn_rate would have made the test above reject with the stated power.
     tolerated = max_burn_rate * error_budget
     proven = binomial_below_log_evalue(candidate.failures, n, tolerated) >= needed
-    plan = (
-        binomial_plan_trials(
-            tolerated, detect_burn_rate * error_budget, RATE_MULTIPLIERS, alpha, power
-        )
-        if detect_burn_rate is not None and detect_burn_rate > max_burn_rate
-        else None
+    required = error_rate_requests_for_power(
+        error_budget, max_burn_rate, detect_burn_rate, min_requests, alpha, power
     )
-    required = max(float(min_requests), plan) if plan is not None else None
     # Within tolerance: under the tolerated burn, or no worse than the baseline
     # allows (an SLO the baseline misses as well is not the candidate's doing).
     candidate_ratio = candidate.failures / n

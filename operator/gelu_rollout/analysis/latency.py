@@ -86,11 +86,13 @@ def _tail_regression_gate(
     evidence: StepEvidence,
     *,
     max_regression: float,
-    detect_regression: float,
+    detect_regression: float | None,
     alpha: float,
     power: float,
     candidate_share: float | None,
 ) -> GateResult:
+    """The tail test; without a stated ``detect_regression`` (the spec always states one)
+    there is no power plan, so no pass."""
     tail = evidence.tail
     limit = 1.0 + max_regression
     ratio = tail.exceedance_ratio
@@ -121,10 +123,12 @@ def _tail_regression_gate(
             alpha,
             power,
         )
-        if evidence.baseline_latency is not None and candidate_share is not None
+        if evidence.baseline_latency is not None
+        and candidate_share is not None
+        and detect_regression is not None
         else None
     )
-    detects = f"a +{detect_regression:.0%} P99 regression with power {power:.0%}"
+    detects = f"a +{detect_regression or 0:.0%} P99 regression with power {power:.0%}"
     # No evidence of harm: enough data, and the exceedance ratio's estimate below the
     # smallest ratio the test looks for.
     no_harm = ratio is None or ratio < RATIO_ALTERNATIVES[0]
@@ -178,7 +182,7 @@ def latency_regression_gate(
         result = _tail_regression_gate(
             evidence,
             max_regression=max_regression,
-            detect_regression=detect_regression or max(0.5, 3.0 * max_regression),
+            detect_regression=detect_regression,
             alpha=alpha,
             power=power,
             candidate_share=candidate_share,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special, stats
 
-from gelu_rollout.analysis.sequential import binomial_upper_tail
+from gelu_rollout.analysis.sequential import RATE_MULTIPLIERS, binomial_upper_tail
 from gelu_rollout.analysis.tail_latency import (
     FLOOR_COST,
     RATIO_ALTERNATIVES,
@@ -233,3 +233,26 @@ def binomial_plan_trials(
     ``multipliers`` x it) needs to catch ``detect_rate`` with ``power``."""
     alternatives = tuple(m * tolerated_rate for m in multipliers)
     return _cached_trials(tolerated_rate, alternatives, detect_rate, alpha, power)
+
+
+def error_rate_requests_for_power(
+    error_budget: float,
+    max_burn_rate: float,
+    detect_burn_rate: float | None,
+    min_requests: int,
+    alpha: float,
+    power: float,
+) -> float | None:
+    """Candidate requests the error-rate gate needs before it may pass on power: enough for
+    its e-value to catch a burn of ``detect_burn_rate`` with ``power``, and at least
+    ``min_requests``. None without a stated burn above the tolerated one."""
+    if detect_burn_rate is None or detect_burn_rate <= max_burn_rate:
+        return None
+    trials = binomial_plan_trials(
+        max_burn_rate * error_budget,
+        detect_burn_rate * error_budget,
+        RATE_MULTIPLIERS,
+        alpha,
+        power,
+    )
+    return max(float(min_requests), trials) if trials is not None else None

@@ -15,13 +15,12 @@ from collections.abc import Sequence
 from gelu_rollout.analysis.observations import ArmObservation, StepEvidence
 from gelu_rollout.analysis.power import (
     Plan,
-    binomial_plan_trials,
+    error_rate_requests_for_power,
     format_duration,
     t_test_ticks_for_power,
     tail_requests_for_power,
     zero_failure_proof_requests,
 )
-from gelu_rollout.analysis.sequential import RATE_MULTIPLIERS
 from gelu_rollout.rollout.evaluate import alpha_per_test
 from gelu_rollout.spec.model import RolloutSpec
 
@@ -49,22 +48,18 @@ def plan_gates(
     if gates.error_rate.enabled:
         errors = gates.error_rate
         tolerated = errors.max_burn_rate * spec.error_budget
-        trials = (
-            binomial_plan_trials(
-                tolerated,
-                errors.detect_burn_rate * spec.error_budget,
-                RATE_MULTIPLIERS,
-                alpha,
-                power,
-            )
-            if errors.detect_burn_rate > errors.max_burn_rate
-            else None
-        )
         plans.append(
             Plan(
                 "errorRate",
                 f"a burn rate of {errors.detect_burn_rate:g}",
-                max(float(errors.min_requests), trials) if trials is not None else None,
+                error_rate_requests_for_power(
+                    spec.error_budget,
+                    errors.max_burn_rate,
+                    errors.detect_burn_rate,
+                    errors.min_requests,
+                    alpha,
+                    power,
+                ),
                 whole.candidate.requests,
                 "candidate requests",
                 candidate_rate,
