@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gelu_rollout.analysis.burn_rate import required_window_seconds
-from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
+from gelu_rollout.analysis.observations import ArmObservation, SampledOutputs, WindowCounts
 from gelu_rollout.analysis.verdict import GateResult
 from gelu_rollout.resources.desired import arm_replicas, candidate_traffic_weight
 from gelu_rollout.rollout.decide import Decision, decide
@@ -88,6 +88,8 @@ class Driver:
         generation: int | None = None,
         advance: bool = True,
         probe: GateResult | None = None,
+        sample: SampledOutputs | None = None,
+        sample_missing: str = "",
     ) -> Decision:
         if advance and self.decisions:
             self.now += timedelta(seconds=INTERVAL)
@@ -103,6 +105,8 @@ class Driver:
             missing_reason="Prometheus unreachable" if missing else None,
             request=request,
             probe=probe,
+            sample=sample,
+            sample_missing=sample_missing,
         )
         decision = decide(self.spec, self.status, observations, self.now, generation=generation)
         self.decisions.append(decision)

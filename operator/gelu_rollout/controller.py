@@ -26,9 +26,11 @@ from gelu_rollout.adapters.kube.kinds import (
     kind_of,
 )
 from gelu_rollout.adapters.prometheus.observer import Observer
-from gelu_rollout.adapters.triton import run_probe
+from gelu_rollout.adapters.triton import run_probe, run_sample
 from gelu_rollout.analysis.burn_rate import required_window_seconds
-from gelu_rollout.analysis.verdict import GateResult
+from gelu_rollout.analysis.observations import SampledOutputs
+from gelu_rollout.analysis.sample_inputs import SampleSource
+from gelu_rollout.analysis.verdict import GateResult, inconclusive
 from gelu_rollout.metrics import OperatorMetrics
 from gelu_rollout.resources.desired import (
     ArmRepositories,
@@ -97,6 +99,7 @@ class Controller:
     endpoints: EndpointResolver = cluster_dns
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
     probe_timeout_seconds: float = 10.0
+    sample_timeout_seconds: float = 5.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Bad request annotations already reported, so each is an Event once, not every tick.
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
@@ -216,16 +219,20 @@ class Controller:
                 probe = await self._probe(spec, namespace, name)
             return Observations(now, interval, None, None, "not analysing", request, probe)
         windows = required_window_seconds(step_burn_windows(spec, status.step_index))
-        observations = await asyncio.to_thread(
-            self.observer.observe,
-            namespace,
-            label_value(name),
-            spec.model.name,
-            interval,
-            windows,
-            now,
-            latency_histogram=spec.analysis.latency_histogram,
-            rollout_name=name,
+        # The metrics and the sampled comparison are independent: ask both at once.
+        observations, (sample, sample_missing) = await asyncio.gather(
+            asyncio.to_thread(
+                self.observer.observe,
+                namespace,
+                label_value(name),
+                spec.model.name,
+                interval,
+                windows,
+                now,
+                latency_histogram=spec.analysis.latency_histogram,
+                rollout_name=name,
+            ),
+            self._sample(spec, status, namespace, name),
         )
         return Observations(
             now,
@@ -234,7 +241,52 @@ class Controller:
             observations.candidate,
             observations.missing_reason,
             request,
+            sample=sample,
+            sample_missing=sample_missing,
         )
+
+    async def _sample_source(
+        self, spec: RolloutSpec, namespace: str
+    ) -> tuple[SampleSource | None, str]:
+        """The user's sample inputs, if the spec names a ConfigMap of them, or why not."""
+        name = spec.analysis.output_sample.config_map_name
+        if name is None:
+            return None, ""
+        live = await self.kube.get(CONFIG_MAP, namespace, name)
+        if live is None:
+            return None, (
+                f"analysis.outputSample.configMapName: ConfigMap {namespace}/{name} not found"
+            )
+        return SampleSource(name, live.get("data") or {}, live.get("binaryData") or {}), ""
+
+    async def _sample(
+        self, spec: RolloutSpec, status: RolloutStatus, namespace: str, name: str
+    ) -> tuple[SampledOutputs | None, str]:
+        """This tick's sampled comparison, or None and why there is none."""
+        sampling = spec.analysis.output_sample
+        if not sampling.enabled:
+            return None, "off (analysis.outputSample.enabled is false)"
+        baseline = self.endpoints(namespace, service_name(name, "baseline"))
+        candidate = self.endpoints(namespace, service_name(name, "candidate"))
+        if not baseline or not candidate:
+            return None, "no ready endpoint for both arms"
+        source, problem = await self._sample_source(spec, namespace)
+        if problem:
+            return None, problem
+        # Each tick of the rollout draws its own rows.
+        tick = AnalysisState.from_dict(status.analysis).segments[0].ticks
+        outcome = await run_sample(
+            baseline[0],
+            candidate[0],
+            spec.model.name,
+            rows=sampling.rows,
+            tick=tick,
+            samples=source,
+            timeout_s=self.sample_timeout_seconds,
+        )
+        if isinstance(outcome, str):
+            return None, outcome
+        return outcome, ""
 
     async def _probe(self, spec: RolloutSpec, namespace: str, name: str) -> GateResult | None:
         """The probe's result once both arms have a ready pod; None while they start."""
@@ -247,6 +299,9 @@ class Controller:
         candidate = self.endpoints(namespace, service_name(name, "candidate"))
         if not baseline or not candidate:
             return None
+        source, problem = await self._sample_source(spec, namespace)
+        if problem:
+            return inconclusive("probe", f"probe could not run: {problem}")
         outcome = await run_probe(
             baseline[0],
             candidate[0],
@@ -255,6 +310,7 @@ class Controller:
             max_abs_error=spec.analysis.probe.max_abs_error,
             max_latency_ratio=spec.analysis.probe.max_latency_ratio,
             timeout_s=self.probe_timeout_seconds,
+            samples=source,
         )
         return outcome if isinstance(outcome, GateResult) else outcome.result
 

@@ -11,7 +11,13 @@ import pytest
 
 from gelu_rollout.adapters.prometheus.parse import latency_histogram, per_bucket, to_observations
 from gelu_rollout.adapters.prometheus.queries import ArmQueries, QueryPlan, build_plan
-from gelu_rollout.analysis.observations import ArmTotals, WindowCounts, observation_problem
+from gelu_rollout.analysis.observations import (
+    NONFINITE_SIGNAL,
+    OUTPUTS_SIGNAL,
+    ArmTotals,
+    WindowCounts,
+    observation_problem,
+)
 from gelu_rollout.analysis.tail_latency import LatencyHistogram
 from gelu_rollout.spec.model import LatencyHistogramSource
 
@@ -98,7 +104,7 @@ def test_counts_are_scaled_when_the_range_is_longer_than_asked() -> None:
     assert obs.candidate.windows[20] == WindowCounts(200, 20)
 
 
-@pytest.mark.parametrize("which", ["requests", "failures", "nonfinite", "histogram"])
+@pytest.mark.parametrize("which", ["requests", "failures"])
 def test_an_empty_result_is_missing_data_not_zero(which: str) -> None:
     p = plan()
     results = all_results(p)
@@ -107,6 +113,44 @@ def test_an_empty_result_is_missing_data_not_zero(which: str) -> None:
     assert obs.baseline is None
     assert obs.candidate is None
     assert obs.missing_reason == f"no data for the candidate: {which} over 60s is empty"
+
+
+@pytest.mark.parametrize(
+    ("which", "signal", "metric"),
+    [
+        ("nonfinite", NONFINITE_SIGNAL, "gelu_nonfinite_outputs_total"),
+        ("histogram", OUTPUTS_SIGNAL, "gelu_output_value_bucket"),
+    ],
+)
+def test_a_missing_output_metric_leaves_the_rest_of_the_arm(
+    which: str, signal: str, metric: str
+) -> None:
+    # A model nobody instrumented exports no output metrics: only that signal goes, and the
+    # gap names the series and the query.
+    p = plan()
+    results = all_results(p)
+    expr = getattr(p.candidate, which).expr
+    results[expr] = []
+    obs = to_observations(p, results, at=AT)
+    assert obs.missing_reason is None
+    assert obs.baseline is not None and obs.candidate is not None
+    assert obs.baseline.gaps == {}
+    assert obs.candidate.requests == obs.baseline.requests > 0
+    assert set(obs.candidate.gaps) == {signal}
+    assert metric in obs.candidate.gaps[signal] and expr in obs.candidate.gaps[signal]
+    if which == "nonfinite":
+        assert obs.candidate.nonfinite is None and obs.candidate.histogram
+    else:
+        assert obs.candidate.histogram == () and obs.candidate.nonfinite is not None
+
+
+def test_an_unanswered_output_query_is_a_gap_too() -> None:
+    p = plan()
+    results = all_results(p)
+    del results[p.candidate.nonfinite.expr]
+    obs = to_observations(p, results, at=AT)
+    assert obs.candidate is not None and obs.candidate.nonfinite is None
+    assert NONFINITE_SIGNAL in obs.candidate.gaps
 
 
 def test_an_empty_window_is_missing_data() -> None:
@@ -121,10 +165,10 @@ def test_an_empty_window_is_missing_data() -> None:
 def test_an_unanswered_query_is_missing_data() -> None:
     p = plan()
     results = all_results(p)
-    del results[p.candidate.nonfinite.expr]
+    del results[p.candidate.failures.expr]
     obs = to_observations(p, results, at=AT)
     assert obs.candidate is None
-    assert obs.missing_reason == "nonfinite over 60s of the candidate was not queried"
+    assert obs.missing_reason == "failures over 60s of the candidate was not queried"
 
 
 @pytest.mark.parametrize("p99", [[], scalar("NaN")])

@@ -51,9 +51,16 @@ def test_one_arm_queries_in_full() -> None:
         f" + (sum(increase(nv_inference_compute_output_duration_us{SEL}[60s])) or vector(0)))"
     )
     assert q.compute_ms == f"{compute} / {successes} / 1000"
-    # No histogram source, no histogram query; the means are the optional ones.
+    # No histogram source, no histogram query; the output metrics and the means are the
+    # optional ones.
     assert q.latency_histogram is None
-    assert q.optional() == (q.latency_mean_ms, q.queue_ms, q.compute_ms)
+    assert q.optional() == (
+        q.nonfinite.expr,
+        q.histogram.expr,
+        q.latency_mean_ms,
+        q.queue_ms,
+        q.compute_ms,
+    )
     # A 25 s window is shorter than two 15 s scrapes: queried over 30 s, scaled back.
     short, long = q.windows
     assert (short.seconds, short.requests.range_s, short.requests.scale) == (25, 30, 25 / 30)
@@ -213,9 +220,10 @@ def test_the_latency_histogram_selects_each_arm_by_its_service_by_default() -> N
         assert query.expr in plan.optional_expressions()
     # The histogram is not selected by the pods' labels: it is the Gateway's.
     assert "rollout=" not in plan.candidate.latency_histogram.expr  # type: ignore[union-attr]
-    # Optional: the means and the histogram; every count and the P99 are not.
+    # Optional: the output metrics, the means and the histogram; the traffic's counts and
+    # the P99 are not.
     assert plan.optional_expressions() == {e for arm in plan.arms for e in arm.optional()}
-    assert len(plan.optional_expressions()) == 2 * 4
+    assert len(plan.optional_expressions()) == 2 * 6
     assert plan.candidate.requests.expr not in plan.optional_expressions()
     assert plan.candidate.p99_ms not in plan.optional_expressions()
     assert set(plan.optional_expressions()) < set(plan.expressions())

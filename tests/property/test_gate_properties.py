@@ -266,7 +266,7 @@ def test_gates_without_their_own_data_do_not_pass(s: Scenario) -> None:
         assert ceiling.verdict is not Verdict.PASS
     if e.candidate.outputs <= 0 or e.baseline.outputs <= 0:
         assert divergence.verdict is not Verdict.PASS
-    if e.candidate.outputs + e.candidate.nonfinite <= 0:
+    if e.candidate.outputs + (e.candidate.nonfinite or 0.0) <= 0:
         assert nonfinite.verdict is not Verdict.PASS
     if s.latest is None or all(w.requests <= 0 for w in s.latest[1].windows.values()):
         assert burn.verdict is not Verdict.PASS

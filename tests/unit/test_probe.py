@@ -11,7 +11,6 @@ import pytest
 from gelu_rollout.analysis.divergence import kl_divergence
 from gelu_rollout.analysis.probe import (
     DEFAULT_MAX_LATENCY_RATIO,
-    EXTREME_MAGNITUDES,
     KL_SMOOTHING,
     TIMED_ROUNDS,
     WARMUP_ROUNDS,
@@ -22,6 +21,7 @@ from gelu_rollout.analysis.probe import (
     output_histogram,
     probe_inputs,
 )
+from gelu_rollout.analysis.sample_inputs import EXTREME_MAGNITUDES
 from gelu_rollout.analysis.verdict import Verdict
 from gelu_rollout.spec import SpecError, parse_spec
 from gelu_rollout.spec.model import ProbeSpec

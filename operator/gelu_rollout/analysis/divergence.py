@@ -23,7 +23,7 @@ from scipy import special
 
 from gelu_rollout.analysis.observations import StepEvidence
 from gelu_rollout.analysis.sequential import exceeds_normal_mixture, mixture_rho
-from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 
 GATE = "divergence"
 
@@ -65,10 +65,44 @@ def estimate_kl(
 
 
 def divergence_gate(
-    evidence: StepEvidence, *, max_kl: float, min_outputs: int, smoothing: float, alpha: float
+    evidence: StepEvidence,
+    *,
+    max_kl: float,
+    min_outputs: int,
+    smoothing: float,
+    alpha: float,
+    max_abs_error: float | None = None,
+    missing: str = "no output histogram from both arms and no sample was compared",
 ) -> GateResult:
-    b, c = evidence.baseline.histogram, evidence.candidate.histogram
+    """The KL test on the output histograms of :meth:`StepEvidence.outputs_for_divergence`.
+
+    On the sampled comparison, where both arms answered the same inputs, the gate also fails
+    as soon as an answer differs from the baseline's by more than ``max_abs_error``: the
+    candidate passed the same limit before any traffic, so it has drifted since.
+    ``missing``: what to say when there is no source of outputs at all.
+    """
+    source = evidence.outputs_for_divergence()
+    if source is None:
+        return inconclusive(GATE, missing, no_data=True)
+    origin = f"(from {source.source})"
+    b, c = source.baseline.histogram, source.candidate.histogram
     nb, nc = sum(b), sum(c)
+    if (
+        max_abs_error is not None
+        and source.max_abs_error is not None
+        and source.max_abs_error > max_abs_error
+    ):
+        return GateResult(
+            GATE,
+            Verdict.FAIL,
+            source.max_abs_error,
+            max_abs_error,
+            source.candidate.requests,
+            evidence.seconds,
+            f"the candidate's answers to the sampled inputs differ from the baseline's by up "
+            f"to {source.max_abs_error:.3g} (limit {max_abs_error:g}) over "
+            f"{source.candidate.requests:.0f} rows",
+        )
     if len(b) != len(c):
         return GateResult(
             GATE,
@@ -88,7 +122,7 @@ def divergence_gate(
             max_kl,
             min(nb, nc),
             evidence.seconds,
-            "no output histogram samples from both arms yet",
+            f"no output histogram samples from both arms yet {origin}",
         )
     est = estimate_kl(b, c, smoothing)
     samples = min(nb, nc)
@@ -104,8 +138,8 @@ def divergence_gate(
             max_kl,
             samples,
             evidence.seconds,
-            f"KL(baseline||candidate) {est.value:.4f} over {samples:.0f} outputs; lower bound "
-            f"{lower:.4f} exceeds {max_kl:g}",
+            f"KL(baseline||candidate) {est.value:.4f} over {samples:.0f} outputs {origin}; "
+            f"lower bound {lower:.4f} exceeds {max_kl:g}",
         )
     if samples < min_outputs:
         return GateResult(
@@ -115,7 +149,7 @@ def divergence_gate(
             max_kl,
             samples,
             evidence.seconds,
-            f"{samples:.0f} of {min_outputs} outputs per arm needed; KL {est.value:.4f}",
+            f"{samples:.0f} of {min_outputs} outputs per arm needed {origin}; KL {est.value:.4f}",
         )
     if est.value > max_kl:
         return GateResult(
@@ -126,7 +160,7 @@ def divergence_gate(
             samples,
             evidence.seconds,
             f"KL {est.value:.4f} above {max_kl:g} but not yet significant "
-            f"(lower bound {max(lower, 0.0):.4f})",
+            f"(lower bound {max(lower, 0.0):.4f}) {origin}",
         )
     return GateResult(
         GATE,
@@ -136,5 +170,5 @@ def divergence_gate(
         samples,
         evidence.seconds,
         f"KL(baseline||candidate) {max(est.value, 0.0):.4f} over {samples:.0f} outputs "
-        f"(limit {max_kl:g})",
+        f"(limit {max_kl:g}) {origin}",
     )

@@ -1,9 +1,13 @@
 """Non-finite outputs: NaN or Inf from the candidate.
 
 With the default tolerance of zero per million, any non-finite output fails
-at once: a healthy GELU never produces one, so no statistics are needed and
+at once: a healthy model never produces one, so no statistics are needed and
 no alpha is spent. A positive tolerance turns this into a sequential test of
 the non-finite rate, like the error-rate gate's.
+
+The outputs come from the model's own metrics where the candidate exports them, else from
+the sampled comparison (:meth:`StepEvidence.outputs_for_nonfinite`); with neither the gate
+has no data and says which series it lacks.
 """
 
 from __future__ import annotations
@@ -12,15 +16,26 @@ import math
 
 from gelu_rollout.analysis.observations import StepEvidence
 from gelu_rollout.analysis.sequential import binomial_log_evalue
-from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 
 GATE = "nonFinite"
 
 
-def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: float) -> GateResult:
-    count = evidence.candidate.nonfinite
-    outputs = evidence.candidate.outputs + count
+def nonfinite_gate(
+    evidence: StepEvidence,
+    *,
+    max_per_million: float,
+    alpha: float,
+    missing: str = "the candidate exports no non-finite counter and no sample was compared",
+) -> GateResult:
+    """``missing``: what to say when there is no source of outputs at all."""
+    source = evidence.outputs_for_nonfinite()
+    if source is None:
+        return inconclusive(GATE, missing, critical=True, no_data=True)
+    count = source.candidate.nonfinite or 0.0
+    outputs = source.candidate.outputs + count
     per_million = count / outputs * 1e6 if outputs > 0 else 0.0
+    origin = f"(from {source.source})"
     if max_per_million <= 0:
         if count > 0:
             return GateResult(
@@ -30,7 +45,8 @@ def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: flo
                 0.0,
                 outputs,
                 evidence.seconds,
-                f"candidate produced {count:.0f} non-finite outputs (NaN/Inf); none are allowed",
+                f"candidate produced {count:.0f} non-finite outputs (NaN/Inf) {origin}; "
+                "none are allowed",
                 critical=True,
             )
     else:
@@ -44,7 +60,7 @@ def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: flo
                 outputs,
                 evidence.seconds,
                 f"candidate non-finite rate {per_million:.1f} per million is confidently above "
-                f"{max_per_million:g}",
+                f"{max_per_million:g} {origin}",
                 critical=True,
             )
     if outputs <= 0:
@@ -55,7 +71,7 @@ def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: flo
             max_per_million,
             0.0,
             evidence.seconds,
-            "no candidate outputs observed yet",
+            f"no candidate outputs observed yet {origin}",
             critical=True,
         )
     if per_million > max_per_million:
@@ -67,7 +83,7 @@ def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: flo
             outputs,
             evidence.seconds,
             f"{per_million:.1f} non-finite per million, above {max_per_million:g} but not yet "
-            "significant",
+            f"significant {origin}",
             critical=True,
         )
     return GateResult(
@@ -77,6 +93,6 @@ def nonfinite_gate(evidence: StepEvidence, *, max_per_million: float, alpha: flo
         max_per_million,
         outputs,
         evidence.seconds,
-        f"{count:.0f} non-finite outputs in {outputs:.0f}",
+        f"{count:.0f} non-finite outputs in {outputs:.0f} {origin}",
         critical=True,
     )

@@ -16,6 +16,11 @@ from typing import Any
 
 from gelu_rollout.analysis.tail_latency import LatencyHistogram, TailEvidence, histogram_problem
 
+NONFINITE_SIGNAL = "nonfinite"
+"""The model's count of non-finite outputs (NaN, Inf)."""
+OUTPUTS_SIGNAL = "outputs"
+"""The model's histogram of output values."""
+
 SUMMARY_WINDOW_SECONDS = 60.0
 """Triton 2.51's summary quantiles cover the last 60 s (prometheus-cpp's default: five age
 buckets rotated every 12 s)."""
@@ -43,11 +48,15 @@ class ArmObservation:
     and success counters, with its ``queue_ms`` and ``compute_ms`` parts; and ``p99_ms``,
     Triton's summary quantile, computed over ``p99_window_seconds`` ending now (a sliding
     window longer than a tick, so consecutive values overlap).
+
+    A model nobody instrumented for this tool exports no output metrics: its
+    ``nonfinite`` is None and its ``histogram`` empty, and ``gaps`` says which series are
+    missing; the traffic and latency signals are Triton's own and always there.
     """
 
     requests: float
     failures: float
-    nonfinite: float
+    nonfinite: float | None
     histogram: tuple[float, ...]
     p99_ms: float | None
     windows: Mapping[float, WindowCounts] = field(default_factory=dict)
@@ -56,6 +65,9 @@ class ArmObservation:
     compute_ms: float | None = None
     latency_histogram: LatencyHistogram | None = None
     p99_window_seconds: float = SUMMARY_WINDOW_SECONDS
+    # Signals the model does not export (NONFINITE_SIGNAL, OUTPUTS_SIGNAL), each with why:
+    # ``nonfinite`` is then None, ``histogram`` empty, and the gates that need them say so.
+    gaps: Mapping[str, str] = field(default_factory=dict)
 
 
 def _bucket_mismatch(new: tuple[float, ...], old: tuple[float, ...]) -> str | None:
@@ -78,7 +90,7 @@ def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str |
         "nonfinite": observation.nonfinite,
     }
     for name, value in counts.items():
-        if not math.isfinite(value) or value < 0:
+        if value is not None and (not math.isfinite(value) or value < 0):
             return f"{name} is {value}"
     if observation.failures > observation.requests:
         return f"{observation.failures} failures exceed {observation.requests} requests"
@@ -100,13 +112,18 @@ def observation_problem(observation: ArmObservation, totals: ArmTotals) -> str |
     return None
 
 
+def _add_optional(total: float | None, value: float | None) -> float | None:
+    return total if value is None else (total or 0.0) + value
+
+
 @dataclass(frozen=True)
 class ArmTotals:
-    """Running totals of one arm over the current step."""
+    """Running totals of one arm over the current step. ``nonfinite`` is None and
+    ``histogram`` empty while the arm has never reported them."""
 
     requests: float = 0.0
     failures: float = 0.0
-    nonfinite: float = 0.0
+    nonfinite: float | None = None
     histogram: tuple[float, ...] = ()
 
     def add(self, observation: ArmObservation) -> ArmTotals:
@@ -120,13 +137,67 @@ class ArmTotals:
         return ArmTotals(
             requests=self.requests + observation.requests,
             failures=self.failures + observation.failures,
-            nonfinite=self.nonfinite + observation.nonfinite,
+            nonfinite=_add_optional(self.nonfinite, observation.nonfinite),
             histogram=histogram,
         )
+
+    def add_sample(self, rows: float, nonfinite: float, histogram: tuple[float, ...]) -> ArmTotals:
+        return self.add(ArmObservation(rows, 0.0, nonfinite, histogram, None))
 
     @property
     def outputs(self) -> float:
         return sum(self.histogram)
+
+
+@dataclass(frozen=True)
+class SampledOutputs:
+    """One tick of the sampled comparison: the operator sent the same ``rows`` inputs to both
+    arms and counted their answers itself.
+
+    ``*_histogram`` are per-bucket counts of the finite answers; ``baseline_nonfinite`` the
+    baseline's non-finite answers, ``candidate_nonfinite`` the candidate's where the
+    baseline's answer to the same input is finite (a NaN both arms give is the input's, not
+    the candidate's); ``max_abs_error`` the largest difference where both are finite.
+    """
+
+    rows: int
+    baseline_histogram: tuple[float, ...]
+    candidate_histogram: tuple[float, ...]
+    baseline_nonfinite: float
+    candidate_nonfinite: float
+    max_abs_error: float
+
+
+def sample_problem(sample: SampledOutputs, totals: ArmTotals) -> str | None:
+    """Why a sampled comparison cannot be added to the sampled totals, or None."""
+    numbers = (
+        sample.rows,
+        sample.baseline_nonfinite,
+        sample.candidate_nonfinite,
+        sample.max_abs_error,
+        *sample.baseline_histogram,
+        *sample.candidate_histogram,
+    )
+    if any(not math.isfinite(x) or x < 0 for x in numbers):
+        return "a sampled count or error is negative or not finite"
+    if len(sample.baseline_histogram) != len(sample.candidate_histogram):
+        return "the sampled histograms have different buckets"
+    return _bucket_mismatch(sample.candidate_histogram, totals.histogram)
+
+
+@dataclass(frozen=True)
+class OutputEvidence:
+    """What the output gates judge: both arms' output counts from one source, named in
+    ``source``; ``max_abs_error`` is the paired difference (sampled comparison only)."""
+
+    baseline: ArmTotals
+    candidate: ArmTotals
+    source: str
+    max_abs_error: float | None = None
+
+
+OUTPUT_METRICS = "the model's output metrics"
+SAMPLED_COMPARISON = "the sampled comparison"
 
 
 @dataclass(frozen=True)
@@ -188,6 +259,51 @@ class StepEvidence:
     # Where the candidate's time went, summed over the segment's ticks (ms x requests).
     candidate_time: tuple[float, float, float] = (0.0, 0.0, 0.0)
     timed_requests: float = 0.0
+    # The sampled comparison's totals (``requests`` counts rows), and its largest paired
+    # difference so far.
+    sampled_baseline: ArmTotals = ArmTotals()
+    sampled_candidate: ArmTotals = ArmTotals()
+    sampled_max_abs_error: float = 0.0
+
+    def outputs_for_nonfinite(self) -> OutputEvidence | None:
+        """The candidate's outputs from its own metrics where it exports both the non-finite
+        counter and the output histogram, else from the sampled comparison, else None.
+
+        The metrics win where they exist: they count every request, the sample's included.
+        """
+        if self.candidate.nonfinite is not None and self.candidate.histogram:
+            return OutputEvidence(self.baseline, self.candidate, OUTPUT_METRICS)
+        return self._sampled()
+
+    def outputs_for_divergence(self) -> OutputEvidence | None:
+        """Both arms' output histograms from their metrics where both export one, else from
+        the sampled comparison, else None."""
+        if self.baseline.histogram and self.candidate.histogram:
+            return OutputEvidence(self.baseline, self.candidate, OUTPUT_METRICS)
+        return self._sampled()
+
+    def _sampled(self) -> OutputEvidence | None:
+        if self.sampled_candidate.requests <= 0:
+            return None
+        return OutputEvidence(
+            self.sampled_baseline,
+            self.sampled_candidate,
+            SAMPLED_COMPARISON,
+            self.sampled_max_abs_error,
+        )
+
+    def add_sample(self, sample: SampledOutputs) -> StepEvidence:
+        """This segment with one more tick of the sampled comparison."""
+        return replace(
+            self,
+            sampled_baseline=self.sampled_baseline.add_sample(
+                sample.rows, sample.baseline_nonfinite, sample.baseline_histogram
+            ),
+            sampled_candidate=self.sampled_candidate.add_sample(
+                sample.rows, sample.candidate_nonfinite, sample.candidate_histogram
+            ),
+            sampled_max_abs_error=max(self.sampled_max_abs_error, sample.max_abs_error),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         def arm(t: ArmTotals) -> dict[str, Any]:
@@ -212,6 +328,12 @@ class StepEvidence:
             "candidateTime": list(self.candidate_time),
             "timedRequests": self.timed_requests,
         }
+        if self.sampled_candidate.requests > 0:
+            data["sampled"] = {
+                "baseline": arm(self.sampled_baseline),
+                "candidate": arm(self.sampled_candidate),
+                "maxAbsError": self.sampled_max_abs_error,
+            }
         if self.baseline_latency is not None:
             data["tail"] = self.tail.to_dict()
             data["ceiling"] = [self.ceiling_above, self.ceiling_requests]
@@ -246,7 +368,7 @@ class StepEvidence:
                 return ArmTotals(
                     count(d["requests"]),
                     count(d["failures"]),
-                    count(d["nonfinite"]),
+                    None if d["nonfinite"] is None else count(d["nonfinite"]),
                     tuple(count(x) for x in d["histogram"]),
                 )
 
@@ -264,6 +386,12 @@ class StepEvidence:
                     raise ValueError("unreadable baseline latency histogram")
                 tail, ceiling = TailEvidence.from_dict(data["tail"]), data["ceiling"]
             spent = data["candidateTime"]
+            sampled = data.get("sampled")
+            sampled_arms = (
+                (arm(sampled["baseline"]), arm(sampled["candidate"]), count(sampled["maxAbsError"]))
+                if sampled is not None
+                else (ArmTotals(), ArmTotals(), 0.0)
+            )
             return StepEvidence(
                 ticks=int(count(data["ticks"])),
                 seconds=count(data["seconds"]),
@@ -278,6 +406,9 @@ class StepEvidence:
                 p99_sampled_at=finite(data["p99SampledAt"]),
                 candidate_time=(count(spent[0]), count(spent[1]), count(spent[2])),
                 timed_requests=count(data["timedRequests"]),
+                sampled_baseline=sampled_arms[0],
+                sampled_candidate=sampled_arms[1],
+                sampled_max_abs_error=sampled_arms[2],
             )
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             return StepEvidence()

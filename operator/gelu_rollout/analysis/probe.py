@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from gelu_rollout.analysis.divergence import kl_divergence
+from gelu_rollout.analysis.model_interface import ModelInterface, TensorSpec
+from gelu_rollout.analysis.observations import SampledOutputs
+from gelu_rollout.analysis.sample_inputs import seeded_inputs
 from gelu_rollout.analysis.verdict import GateResult, Verdict
 from gelu_rollout.spec.model import ProbeSpec
 from gelu_rollout.variants.catalog import INPUTS, OUTPUT_BUCKETS
+from gelu_rollout.variants.repository import MAX_BATCH_SIZE
 
 GATE: Final = "probe"
 PROBE_SEED: Final = 7
-TYPICAL_SCALE: Final = 3.0
-EXTREME_MAGNITUDES: Final = (5.0, 8.0, 10.0, 20.0, 50.0, 100.0)
 KL_SMOOTHING: Final = 0.5
 WARMUP_ROUNDS: Final = 1
 """Rounds of requests that are sent and answered but not timed: the first request of a batch
@@ -31,8 +33,14 @@ TIMED_ROUNDS: Final = 9
 """Rounds of requests that are timed after the warm-up."""
 DEFAULT_MAX_LATENCY_RATIO: Final = ProbeSpec().max_latency_ratio
 """The spec's default ``analysis.probe.maxLatencyRatio`` (docs/spec.md says why)."""
+GELU_INTERFACE: Final = ModelInterface(
+    (TensorSpec("INPUT0", "FP32", (INPUTS,)),),
+    (TensorSpec("OUTPUT0", "FP32", (INPUTS,)),),
+    MAX_BATCH_SIZE,
+)
+"""The interface of the built-in GELU variants."""
 
-FloatArray = npt.NDArray[np.float32]
+FloatArray = npt.NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True)
@@ -44,20 +52,10 @@ class ProbeInputs:
 
 
 def probe_inputs(rows: int, seed: int = PROBE_SEED) -> ProbeInputs:
-    """Seeded probe inputs: ``rows`` typical rows and a fixed set of extreme rows.
-
-    Each extreme magnitude m gives four rows: all +m, all -m, and two rows of N(0, 1)·m.
-    """
-    if rows < 1:
-        raise ValueError(f"rows must be at least 1, got {rows}")
-    rng = np.random.default_rng(seed)
-    typical = rng.normal(0.0, TYPICAL_SCALE, (rows, INPUTS))
-    extreme = []
-    for magnitude in EXTREME_MAGNITUDES:
-        extreme.append(np.full(INPUTS, magnitude))
-        extreme.append(np.full(INPUTS, -magnitude))
-        extreme.extend(rng.normal(0.0, 1.0, (2, INPUTS)) * magnitude)
-    return ProbeInputs(typical.astype(np.float32), np.asarray(extreme, dtype=np.float32))
+    """Seeded probe inputs of the GELU variants: ``rows`` typical rows and a fixed set of
+    extreme rows (:func:`gelu_rollout.analysis.sample_inputs.seeded_inputs`)."""
+    seeded = seeded_inputs(GELU_INTERFACE, rows, seed)
+    return ProbeInputs(seeded.typical["INPUT0"], seeded.extreme["INPUT0"])
 
 
 def output_histogram(values: npt.ArrayLike) -> tuple[float, ...]:
@@ -275,3 +273,23 @@ def compare_outputs(
     else:
         result = GateResult(GATE, Verdict.PASS, error, max_abs_error, rows, 0.0, summary)
     return ProbeReport(error, kl, base_bad, cand_bad, rows, result, latency)
+
+
+def sampled_outputs(baseline: FloatArray, candidate: FloatArray) -> SampledOutputs:
+    """One tick of the sampled comparison from both arms' answers to the same rows (one row
+    per input row, every numeric output side by side)."""
+    if baseline.shape != candidate.shape:
+        raise ValueError(
+            f"the arms' answers have different shapes: {baseline.shape} and {candidate.shape}"
+        )
+    b, c = baseline.astype(np.float64), candidate.astype(np.float64)
+    finite_b, finite_c = np.isfinite(b), np.isfinite(c)
+    both = finite_b & finite_c
+    return SampledOutputs(
+        rows=int(b.shape[0]),
+        baseline_histogram=output_histogram(b),
+        candidate_histogram=output_histogram(c),
+        baseline_nonfinite=float(np.count_nonzero(~finite_b)),
+        candidate_nonfinite=float(np.count_nonzero(~finite_c & finite_b)),
+        max_abs_error=float(np.abs(b - c)[both].max()) if both.any() else 0.0,
+    )

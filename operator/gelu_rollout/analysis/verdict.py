@@ -36,6 +36,9 @@ class GateResult:
     shown); empty for other verdicts."""
     harmless: bool | None = None
     """Whether the evidence so far shows no harm; None: judged from value and threshold."""
+    no_data: bool = False
+    """The gate has no source for its evidence at all (the series it needs do not exist),
+    as opposed to not enough of it yet; ``message`` says which series and what to do."""
 
     @property
     def failed(self) -> bool:
@@ -59,6 +62,10 @@ class GateResult:
         )
 
 
-def inconclusive(gate: str, message: str, *, critical: bool = False) -> GateResult:
+def inconclusive(
+    gate: str, message: str, *, critical: bool = False, no_data: bool = False
+) -> GateResult:
     """A gate that has nothing to judge on."""
-    return GateResult(gate, Verdict.INCONCLUSIVE, None, None, 0.0, 0.0, message, critical)
+    return GateResult(
+        gate, Verdict.INCONCLUSIVE, None, None, 0.0, 0.0, message, critical, no_data=no_data
+    )

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     REQUEST_IGNORED = "RequestIgnored"
     SPEC_CHANGED = "SpecChanged"
     INSUFFICIENT_DATA = "InsufficientData"
+    GATE_WITHOUT_DATA = "GateWithoutData"
+    GATE_SKIPPED = "GateSkipped"
     POWER_PLAN_INFEASIBLE = "PowerPlanInfeasible"
     ANALYSIS_RESUMED = "AnalysisResumed"
     NON_FINITE_OUTPUTS = "NonFiniteOutputs"

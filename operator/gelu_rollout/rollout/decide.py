@@ -27,7 +27,7 @@ renders the owned resources (replicas, traffic weights) from it. Stages::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,11 +36,17 @@ from gelu_rollout.analysis.observations import (
     StepEvidence,
     accumulate,
     observation_problem,
+    sample_problem,
 )
 from gelu_rollout.analysis.tail_latency import tick_cap
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 from gelu_rollout.rollout.conditions import FAILURE_REASONS, ConditionType, Reason, set_condition
-from gelu_rollout.rollout.evaluate import alpha_per_test, evaluate_gates, gate_names
+from gelu_rollout.rollout.evaluate import (
+    alpha_per_test,
+    evaluate_gates,
+    gate_names,
+    gate_required,
+)
 from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.power_plan import infeasible, plan_gates, plan_to_status
@@ -284,11 +290,11 @@ def _promote(n: _Next, reason: Reason, message: str) -> None:
     n.event(reason, message)
 
 
-def _advance(n: _Next) -> None:
+def _advance(n: _Next, note: str = "") -> None:
     steps = n.spec.traffic.steps
     index = n.status.step_index + 1
     weight = steps[index].weight
-    message = f"step {index + 1}/{len(steps)}: {weight}% of traffic to the candidate"
+    message = f"step {index + 1}/{len(steps)}: {weight}% of traffic to the candidate{note}"
     n.decided = True
     n.update(
         stage=Stage.PROGRESSING,
@@ -341,6 +347,11 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             missing = "observation rejected: " + "; ".join(problems)
         else:
             arms = (observations.baseline, observations.candidate)
+    sample, sample_missing = observations.sample, observations.sample_missing
+    if sample is not None and (problem := sample_problem(sample, segments[0].sampled_candidate)):
+        sample, sample_missing = None, f"sample rejected: {problem}"
+    if sample is not None:
+        segments = tuple(segment.add_sample(sample) for segment in segments)
     if arms is not None:
         started = n.status.step_started_at or n.now
         window_start = observations.at - timedelta(seconds=observations.interval_seconds)
@@ -362,8 +373,24 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             )
             for segment in segments
         )
-        results = tuple(evaluate_gates(spec, n.status.step_index, segments, arms, look))
+        results = tuple(
+            evaluate_gates(
+                spec, n.status.step_index, segments, arms, look, sample_missing=sample_missing
+            )
+        )
         plan_warned = _plan(n, segments, arms, observations.interval_seconds, state.plan_warned)
+    elif sample is not None:
+        results = tuple(
+            evaluate_gates(
+                spec,
+                n.status.step_index,
+                segments,
+                None,
+                look,
+                missing=missing,
+                sample_missing=sample_missing,
+            )
+        )
     else:
         results = tuple(
             inconclusive(
@@ -371,6 +398,7 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             )
             for name in gate_names(spec)
         )
+    results = tuple(_optional_without_data(spec, r) for r in results)
     n.results, n.previous_verdicts = results, state.verdicts
     n.analysis(
         AnalysisState(
@@ -383,6 +411,23 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
     )
     n.update(last_verdict=_overall(results).value)
     return results
+
+
+SKIPPED = "skipped"
+"""The basis of an optional gate's result when the gate has no data: the rollout goes on
+without it."""
+
+
+def _optional_without_data(spec: RolloutSpec, result: GateResult) -> GateResult:
+    if not result.no_data or gate_required(spec, result.gate):
+        return result
+    return replace(result, basis=SKIPPED, message=f"{result.message} (optional: judged without it)")
+
+
+def _without(skipped: Sequence[GateResult]) -> str:
+    if not skipped:
+        return ""
+    return "; judged without " + ", ".join(r.gate for r in skipped) + " (optional, no data)"
 
 
 def _plan(
@@ -511,39 +556,59 @@ def _progress(n: _Next, results: Sequence[GateResult]) -> None:
     started = status.step_started_at or n.now
     elapsed = (n.now - started).total_seconds()
     last = status.step_index == len(steps) - 1
-    # A promotion needs every gate's Pass (on proof or on power); moving on to a higher
-    # weight needs only that the evidence so far shows no harm.
+    # Optional gates without data are left out; a step needs at least one judging gate.
+    skipped = [r for r in results if r.basis == SKIPPED]
+    judged = [r for r in results if r.basis != SKIPPED]
+    # A promotion needs every judging gate's Pass (on proof or on power); moving on to a
+    # higher weight needs only that the evidence so far shows no harm.
     ready = (
-        _overall(results) is Verdict.PASS
+        _overall(judged) is Verdict.PASS
         if last
-        else bool(results) and all(r.shows_no_harm for r in results)
+        else bool(judged) and all(r.shows_no_harm for r in judged)
     )
     if ready and elapsed >= step.analysis_seconds:
+        if skipped:
+            n.event(
+                Reason.GATE_SKIPPED,
+                f"step {status.step_index + 1} "
+                + _without(skipped)[2:]
+                + ": "
+                + "; ".join(f"{r.gate}: {r.message}" for r in skipped),
+                warning=True,
+            )
         if last:
-            _promote(n, Reason.ALL_STEPS_PASSED, f"all {len(steps)} steps passed")
+            _promote(
+                n, Reason.ALL_STEPS_PASSED, f"all {len(steps)} steps passed{_without(skipped)}"
+            )
         else:
             if status.stage is Stage.PAUSED:
                 n.event(Reason.ANALYSIS_RESUMED, "enough evidence arrived: the rollout resumes")
-            _advance(n)
+            _advance(n, _without(skipped))
         return
     deadline = step.analysis_seconds + spec.analysis.insufficient_data.max_extension_seconds
-    waiting = [r for r in results if r.verdict is Verdict.INCONCLUSIVE]
+    # Gates with no data at all first: their message says which series are missing.
+    waiting = sorted(
+        (r for r in judged if r.verdict is Verdict.INCONCLUSIVE), key=lambda r: not r.no_data
+    )
+    reason = (
+        Reason.GATE_WITHOUT_DATA if waiting and waiting[0].no_data else Reason.INSUFFICIENT_DATA
+    )
     summary = "; ".join(f"{r.gate}: {r.message}" for r in waiting[:3])
     if elapsed < deadline or status.stage is Stage.PAUSED:
         if elapsed >= step.analysis_seconds and status.stage is Stage.PROGRESSING:
             n.condition(
                 ConditionType.PROGRESSING,
                 True,
-                Reason.INSUFFICIENT_DATA,
+                reason,
                 f"step {status.step_index + 1} waits for data: {summary}",
             )
         return
     n.decided = True
     message = f"step {status.step_index + 1} still inconclusive after {elapsed:.0f}s: {summary}"
     if spec.analysis.insufficient_data.action == "Rollback":
-        _roll_back(n, Reason.INSUFFICIENT_DATA, message)
+        _roll_back(n, reason, message)
         return
     n.update(stage=Stage.PAUSED, message=message)
-    n.condition(ConditionType.STALLED, True, Reason.INSUFFICIENT_DATA, message)
-    n.condition(ConditionType.PROGRESSING, False, Reason.INSUFFICIENT_DATA, message)
-    n.event(Reason.INSUFFICIENT_DATA, message, warning=True)
+    n.condition(ConditionType.STALLED, True, reason, message)
+    n.condition(ConditionType.PROGRESSING, False, reason, message)
+    n.event(reason, message, warning=True)

@@ -27,10 +27,22 @@ from gelu_rollout.analysis.divergence import divergence_gate
 from gelu_rollout.analysis.error_rate import error_rate_gate
 from gelu_rollout.analysis.latency import latency_ceiling_gate, latency_regression_gate
 from gelu_rollout.analysis.nonfinite import nonfinite_gate
-from gelu_rollout.analysis.observations import ArmObservation, StepEvidence
+from gelu_rollout.analysis.observations import (
+    NONFINITE_SIGNAL,
+    OUTPUTS_SIGNAL,
+    ArmObservation,
+    StepEvidence,
+)
 from gelu_rollout.analysis.sequential import spent_alpha
 from gelu_rollout.analysis.verdict import GateResult, inconclusive
-from gelu_rollout.spec.model import RolloutSpec
+from gelu_rollout.spec.model import (
+    BurnRateGate,
+    DivergenceGate,
+    ErrorRateGate,
+    LatencyGate,
+    NonFiniteGate,
+    RolloutSpec,
+)
 
 
 def alpha_per_test(spec: RolloutSpec) -> float:
@@ -64,6 +76,65 @@ def gate_names(spec: RolloutSpec) -> tuple[str, ...]:
     return tuple(names)
 
 
+TRAFFIC_GATES = frozenset({"burnRate", "errorRate", "latencyRegression", "latencyCeiling"})
+"""The gates fed by the metrics of the served traffic (the output gates also take the
+sampled comparison)."""
+
+
+def gate_required(spec: RolloutSpec, gate: str) -> bool:
+    """Whether the rollout must wait for ``gate``'s verdict (``required`` in its spec)."""
+    gates = spec.analysis.gates
+    specs: dict[str, BurnRateGate | ErrorRateGate | LatencyGate | DivergenceGate | NonFiniteGate]
+    specs = {
+        "nonFinite": gates.non_finite,
+        "burnRate": gates.burn_rate,
+        "errorRate": gates.error_rate,
+        "latencyRegression": gates.latency,
+        "latencyCeiling": gates.latency,
+        "divergence": gates.divergence,
+    }
+    gate_spec = specs.get(gate)
+    return True if gate_spec is None else gate_spec.required
+
+
+def output_gap(
+    spec: RolloutSpec,
+    latest: tuple[ArmObservation, ArmObservation] | None,
+    signals: Sequence[str],
+    sample_missing: str,
+) -> str:
+    """What an output gate without any data says: which series are missing, why the sampled
+    comparison gave nothing, and what to do."""
+    reasons = list(
+        dict.fromkeys(
+            arm.gaps[signal] for arm in latest or () for signal in signals if signal in arm.gaps
+        )
+    )
+    if latest is None:
+        reasons.append("no metrics this tick")
+    sampling = spec.analysis.output_sample.enabled
+    reasons.append(
+        f"sampled comparison: {sample_missing or 'no answers yet'}"
+        if sampling
+        else "the sampled comparison is off"
+    )
+    advice = (
+        "export the output metrics (docs/models.md)"
+        if sampling
+        else "enable analysis.outputSample or export the output metrics (docs/models.md)"
+    )
+    return "no data: " + "; ".join(reasons) + f". To judge it, {advice}"
+
+
+def sample_error_limit(spec: RolloutSpec) -> float | None:
+    """The sampled comparison's limit on the arms' paired difference: its own, else the
+    probe's where the probe runs (the candidate met it before any traffic), else none."""
+    sample, probe = spec.analysis.output_sample, spec.analysis.probe
+    if sample.max_abs_error is not None:
+        return sample.max_abs_error
+    return probe.max_abs_error if probe.enabled else None
+
+
 def _judge(
     gate: Callable[[StepEvidence], GateResult], segments: Sequence[StepEvidence]
 ) -> GateResult:
@@ -82,13 +153,18 @@ def evaluate_gates(
     segments: Sequence[StepEvidence],
     latest: tuple[ArmObservation, ArmObservation] | None,
     look: int,
+    *,
+    missing: str = "no observation this tick",
+    sample_missing: str = "",
 ) -> list[GateResult]:
     """Every enabled gate's verdict.
 
     ``segments`` holds the evidence since the start of each step reached, the
     current step's last; ``latest`` is this tick's (baseline, candidate)
-    observation, for the sliding burn-rate windows; ``look`` counts this
-    step's looks from 1.
+    observation, for the sliding burn-rate windows, or None when the metrics are missing
+    (``missing`` says why): the traffic gates then say Inconclusive, and the output gates
+    judge what the sampled comparison brought. ``sample_missing`` says why this tick has no
+    sampled comparison. ``look`` counts this step's looks from 1.
     """
     gates = spec.analysis.gates
     alpha = alpha_per_test(spec)
@@ -100,9 +176,12 @@ def evaluate_gates(
     results: list[GateResult] = []
     if gates.non_finite.enabled:
         nonfinite = gates.non_finite
+        gap = output_gap(spec, latest, (NONFINITE_SIGNAL, OUTPUTS_SIGNAL), sample_missing)
         results.append(
             _judge(
-                lambda e: nonfinite_gate(e, max_per_million=nonfinite.max_per_million, alpha=alpha),
+                lambda e: nonfinite_gate(
+                    e, max_per_million=nonfinite.max_per_million, alpha=alpha, missing=gap
+                ),
                 segments,
             )
         )
@@ -165,6 +244,7 @@ def evaluate_gates(
         )
     if gates.divergence.enabled:
         divergence = gates.divergence
+        gap = output_gap(spec, latest, (OUTPUTS_SIGNAL,), sample_missing)
         results.append(
             _judge(
                 lambda e: divergence_gate(
@@ -173,8 +253,19 @@ def evaluate_gates(
                     min_outputs=divergence.min_outputs,
                     smoothing=divergence.smoothing,
                     alpha=alpha,
+                    max_abs_error=sample_error_limit(spec),
+                    missing=gap,
                 ),
                 segments,
             )
         )
+    if latest is None:
+        # Evidence from earlier ticks is not this tick's: without metrics the traffic gates
+        # wait, as they always have.
+        results = [
+            inconclusive(r.gate, f"no observation: {missing}", critical=r.critical)
+            if r.gate in TRAFFIC_GATES
+            else r
+            for r in results
+        ]
     return results

@@ -556,6 +556,14 @@ class BurnRateGate(SpecModel):
     """Multiwindow, multi-burn-rate gate on the candidate's error budget."""
 
     enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    required: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the rollout needs this gate's verdict. Required: while the gate has no "
+            "data the step waits, then follows insufficientData. Optional: a gate whose "
+            "series do not exist is left out, and the ledger and status say so."
+        ),
+    )
     windows: tuple[BurnRateWindow, ...] = Field(
         default=DEFAULT_BURN_RATE_WINDOWS,
         min_length=MIN_BURN_RATE_WINDOWS,
@@ -572,6 +580,14 @@ class ErrorRateGate(SpecModel):
     """Gate on the candidate's error rate, absolute and relative to the baseline."""
 
     enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    required: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the rollout needs this gate's verdict. Required: while the gate has no "
+            "data the step waits, then follows insufficientData. Optional: a gate whose "
+            "series do not exist is left out, and the ledger and status say so."
+        ),
+    )
     max_burn_rate: Number = Field(
         default=1.0,
         gt=0,
@@ -600,6 +616,14 @@ class LatencyGate(SpecModel):
     """Gate on the candidate's P99 latency: regression against baseline and the SLO ceiling."""
 
     enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    required: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the rollout needs this gate's verdict. Required: while the gate has no "
+            "data the step waits, then follows insufficientData. Optional: a gate whose "
+            "series do not exist is left out, and the ledger and status say so."
+        ),
+    )
     max_regression: Number = Field(
         default=0.10,
         gt=0,
@@ -645,6 +669,14 @@ class DivergenceGate(SpecModel):
     """Gate on the KL divergence of candidate outputs from baseline outputs."""
 
     enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    required: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the rollout needs this gate's verdict. Required: while the gate has no "
+            "data the step waits, then follows insufficientData. Optional: a gate whose "
+            "series do not exist is left out, and the ledger and status say so."
+        ),
+    )
     max_kl: Number = Field(
         default=0.01,
         gt=0,
@@ -670,6 +702,14 @@ class NonFiniteGate(SpecModel):
     """Gate on NaN / infinite outputs from the candidate."""
 
     enabled: StrictBool = Field(default=True, description="Whether the gate runs.")
+    required: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the rollout needs this gate's verdict. Required: while the gate has no "
+            "data the step waits, then follows insufficientData. Optional: a gate whose "
+            "series do not exist is left out, and the ledger and status say so."
+        ),
+    )
     max_per_million: Number = Field(
         default=0.0,
         ge=0,
@@ -739,6 +779,46 @@ class ProbeSpec(SpecModel):
         ),
     )
     rows: StrictInt = Field(default=256, ge=16, le=4096, description="Input rows sent to each arm.")
+
+
+class OutputSampleSpec(SpecModel):
+    """The sampled comparison: during every step the operator sends the same few inputs to
+    both arms and feeds the output gates from the answers it computes itself."""
+
+    enabled: StrictBool = Field(
+        default=True,
+        description=(
+            "Whether the operator sends the sample each tick. The output gates (nonFinite, "
+            "divergence) use the model's own output metrics where both arms export them, "
+            "and the sample's answers otherwise."
+        ),
+    )
+    rows: StrictInt = Field(
+        default=8,
+        ge=1,
+        le=256,
+        description=(
+            "Input rows sent to each arm per analysis tick, in one request (fewer where the "
+            "model's max_batch_size is smaller): one request per arm per intervalSeconds."
+        ),
+    )
+    config_map_name: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "A ConfigMap of sample inputs: a key ending in .json holding an object of input "
+            "name to rows, or binaryData keys NAME.npy holding each input's rows. Default: a "
+            "seeded mix generated from the model's declared inputs."
+        ),
+    )
+    max_abs_error: Number | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Largest allowed absolute difference between the arms' answers to the same "
+            "sampled inputs; above it the divergence gate fails. Default: "
+            "analysis.probe.maxAbsError where the probe runs, else no limit (KL only)."
+        ),
+    )
 
 
 class LabelMatcher(SpecModel):
@@ -842,6 +922,13 @@ class AnalysisSpec(SpecModel):
         default_factory=ProbeSpec,
         description=(
             "The paired probe: the same inputs to baseline and candidate before any traffic moves."
+        ),
+    )
+    output_sample: OutputSampleSpec = Field(
+        default_factory=OutputSampleSpec,
+        description=(
+            "The sampled comparison of outputs during every step, for models that export no "
+            "output metrics."
         ),
     )
     power: Number = Field(

@@ -151,7 +151,7 @@ class FlaggerStylePolicy:
         if duration > ceiling:
             return f"request duration {duration:g}ms > {ceiling:g}ms"
 
-        if candidate.nonfinite > self.nonfinite_max:
+        if (candidate.nonfinite or 0.0) > self.nonfinite_max:
             return f"nonfinite-outputs {candidate.nonfinite:g} > {self.nonfinite_max:g}"
 
         if not (

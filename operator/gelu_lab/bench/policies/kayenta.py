@@ -344,7 +344,7 @@ def _arm_points(delta: ArmObservation, bounds: Sequence[float]) -> tuple[float, 
     return (
         delta.failures / delta.requests,
         math.nan if (p99 := request_duration_p99(delta)) is None else p99,
-        delta.nonfinite / delta.requests,
+        math.nan if delta.nonfinite is None else delta.nonfinite / delta.requests,
         histogram_quantile(0.10, bounds, delta.histogram),
         histogram_quantile(0.50, bounds, delta.histogram),
         histogram_quantile(0.90, bounds, delta.histogram),

@@ -1,33 +1,44 @@
 """From Prometheus query results to a tick's observations (pure).
 
 Results are the ``data.result`` vectors of ``/api/v1/query``, keyed by expression. An
-empty vector is missing data, never zero: the arms are then reported as None with the
-reason (which query, which arm), and every gate says Inconclusive. A zero that
-Prometheus computed from series that exist is a real zero. Only the latency signals may
-be missing on their own, each one leaving its field None and the rest of the arm as it
-is: the P99 (Triton reports no quantile without traffic), the mean, queue and compute
-times (an empty answer, or no successful request to divide by), and the request-duration
-histogram (empty, or not a usable histogram: see :func:`latency_histogram`); the latency
-gates then use what is left or skip the tick.
+empty vector is missing data, never zero. The traffic's counts are Triton's own series:
+without one of them the arms are reported as None with the reason (which query, which
+arm), and every traffic gate says Inconclusive. A zero that Prometheus computed from
+series that exist is a real zero. The output metrics may be missing on their own (a model
+nobody instrumented for this tool exports none): ``nonfinite`` is then None, ``histogram``
+empty, and the arm's ``gaps`` say which series and which query, so that only the gates
+that need them go without. So may the latency signals, each one leaving its field None
+and the rest of the arm as it is: the P99 (Triton reports no quantile without traffic),
+the mean, queue and compute times (an empty answer, or no successful request to divide
+by), and the request-duration histogram (empty, or not a usable histogram: see
+:func:`latency_histogram`); the latency gates then use what is left or skip the tick.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from gelu_rollout.adapters.prometheus.queries import (
+    NONFINITE,
+    OUTPUT_BUCKETS,
     ArmQueries,
     CountQuery,
     LatencyHistogramQuery,
     QueryPlan,
 )
-from gelu_rollout.analysis.observations import ArmObservation, WindowCounts
+from gelu_rollout.analysis.observations import (
+    NONFINITE_SIGNAL,
+    OUTPUTS_SIGNAL,
+    ArmObservation,
+    WindowCounts,
+)
 from gelu_rollout.analysis.tail_latency import LatencyHistogram, histogram_problem
 from gelu_rollout.rollout.observations import Observations
 
+_T = TypeVar("_T")
 Vector = Sequence[Mapping[str, Any]]
 Results = Mapping[str, Vector]
 
@@ -170,19 +181,49 @@ def latency_histogram(vector: object, query: LatencyHistogramQuery) -> LatencyHi
     return None if histogram_problem(histogram) is not None else histogram
 
 
+def _gap(query: CountQuery, metric: str, arm: str) -> str:
+    return f"the {arm} exports no {metric} ({query.name} is empty: {query.expr})"
+
+
+def _optional_output(
+    results: Results, query: CountQuery, metric: str, arm: str, read: Callable[[], _T]
+) -> tuple[_T | None, str | None]:
+    """An output metric's value, or None and the gap's description when the model exports
+    no such series (an empty or unanswered query). A malformed answer still raises."""
+    vector = results.get(query.expr)
+    if not vector:
+        return None, _gap(query, metric, arm)
+    return read(), None
+
+
 def arm_observation(queries: ArmQueries, results: Results) -> ArmObservation:
-    """One arm's observation; raises MissingDataError when a count is missing (the
-    optional latency signals are None instead)."""
+    """One arm's observation; raises MissingDataError when a traffic count is missing (the
+    output metrics and the optional latency signals are empty instead)."""
     arm = queries.arm
     windows = {
         w.seconds: WindowCounts(_count(results, w.requests, arm), _count(results, w.failures, arm))
         for w in queries.windows
     }
+    nonfinite, nonfinite_gap = _optional_output(
+        results, queries.nonfinite, NONFINITE, arm, lambda: _count(results, queries.nonfinite, arm)
+    )
+    histogram, histogram_gap = _optional_output(
+        results,
+        queries.histogram,
+        OUTPUT_BUCKETS,
+        arm,
+        lambda: _histogram(results, queries.histogram, arm),
+    )
+    gaps = {
+        signal: gap
+        for signal, gap in ((NONFINITE_SIGNAL, nonfinite_gap), (OUTPUTS_SIGNAL, histogram_gap))
+        if gap is not None
+    }
     return ArmObservation(
         requests=_count(results, queries.requests, arm),
         failures=_count(results, queries.failures, arm),
-        nonfinite=_count(results, queries.nonfinite, arm),
-        histogram=_histogram(results, queries.histogram, arm),
+        nonfinite=nonfinite,
+        histogram=histogram or (),
         p99_ms=_p99(results, queries.p99_ms, arm),
         windows=windows,
         latency_mean_ms=_milliseconds(results, queries.latency_mean_ms),
@@ -195,6 +236,7 @@ def arm_observation(queries: ArmQueries, results: Results) -> ArmObservation:
                 results.get(queries.latency_histogram.expr), queries.latency_histogram
             )
         ),
+        gaps=gaps,
     )
 
 
@@ -209,7 +251,12 @@ def to_observations(plan: QueryPlan, results: Results, *, at: datetime) -> Obser
     try:
         baseline = arm_observation(plan.baseline, results)
         candidate = arm_observation(plan.candidate, results)
-        if _bounds(results, plan.baseline.histogram) != _bounds(results, plan.candidate.histogram):
+        if (
+            baseline.histogram
+            and candidate.histogram
+            and _bounds(results, plan.baseline.histogram)
+            != _bounds(results, plan.candidate.histogram)
+        ):
             raise MissingDataError("the arms' output histograms have different buckets")
     except MissingDataError as error:
         return missing(at, plan.interval_seconds, str(error))

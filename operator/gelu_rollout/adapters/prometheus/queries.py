@@ -35,9 +35,12 @@ metrics carry, and adds the arm's pods up:
   covers the summary's own sliding window in Triton, not exactly the tick's interval;
 * per burn-rate window: ``requests`` and ``failures`` over that window.
 
-The latency means and the latency histogram are optional: an empty, unanswered or
-malformed answer to one of them leaves that field None and the rest of the arm's
-observation stands (``QueryPlan.optional_expressions``).
+The output metrics (``nonfinite``, ``histogram``: this project's instrumentation, which a
+model nobody instrumented for it does not export), the latency means and the latency
+histogram are optional: an empty, unanswered or malformed answer to one of them leaves that
+field empty and the rest of the arm's observation stands
+(``QueryPlan.optional_expressions``); for the output metrics the arm's ``gaps`` say which
+series is missing.
 
 Ranges are whole seconds, ``[Ns]``: the requested length rounded up, and at least
 ``MIN_SCRAPES_PER_RANGE`` scrape intervals, because ``increase`` needs two samples in
@@ -198,15 +201,17 @@ class ArmQueries:
     latency_histogram: LatencyHistogramQuery | None = None
 
     def counts(self) -> tuple[CountQuery, ...]:
-        """The count queries, the windows' last."""
+        """The traffic's count queries, the windows' last: Triton's own series."""
         windows = [q for w in self.windows for q in (w.requests, w.failures)]
-        return (self.requests, self.failures, self.nonfinite, self.histogram, *windows)
+        return (self.requests, self.failures, *windows)
 
     def optional(self) -> tuple[str, ...]:
-        """The queries whose answer may be missing without the arm being missing."""
+        """The queries whose answer may be missing without the arm being missing: the output
+        metrics (a model nobody instrumented exports none) and the latency means and
+        histogram."""
         means = (self.latency_mean_ms, self.queue_ms, self.compute_ms)
         histogram = () if self.latency_histogram is None else (self.latency_histogram.expr,)
-        return (*(e for e in means if e), *histogram)
+        return (self.nonfinite.expr, self.histogram.expr, *(e for e in means if e), *histogram)
 
     def expressions(self) -> tuple[str, ...]:
         return (*(q.expr for q in self.counts()), self.p99_ms, *self.optional())
@@ -226,8 +231,14 @@ class QueryPlan:
         return (self.baseline, self.candidate)
 
     def expressions(self) -> tuple[str, ...]:
-        """Every distinct expression, each once, in a stable order."""
-        return tuple(dict.fromkeys(e for arm in self.arms for e in arm.expressions()))
+        """Every distinct expression, each once, in a stable order: the required ones first,
+        then the optional ones of both arms by rank (the output metrics before the latency
+        means), so that a slow optional query holds up only those behind it."""
+        optional = set(self.optional_expressions())
+        required = [e for arm in self.arms for e in arm.expressions() if e not in optional]
+        pairs = zip(self.baseline.optional(), self.candidate.optional(), strict=True)
+        ranked = [e for pair in pairs for e in pair]
+        return tuple(dict.fromkeys([*required, *ranked]))
 
     def optional_expressions(self) -> frozenset[str]:
         """The expressions an observer may fail to get an answer to and still report the
