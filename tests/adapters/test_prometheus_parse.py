@@ -133,15 +133,19 @@ def test_a_missing_output_metric_leaves_the_rest_of_the_arm(
     results[expr] = []
     obs = to_observations(p, results, at=AT)
     assert obs.missing_reason is None
-    assert obs.baseline is not None and obs.candidate is not None
+    assert obs.baseline is not None
+    assert obs.candidate is not None
     assert obs.baseline.gaps == {}
     assert obs.candidate.requests == obs.baseline.requests > 0
     assert set(obs.candidate.gaps) == {signal}
-    assert metric in obs.candidate.gaps[signal] and expr in obs.candidate.gaps[signal]
+    assert metric in obs.candidate.gaps[signal]
+    assert expr in obs.candidate.gaps[signal]
     if which == "nonfinite":
-        assert obs.candidate.nonfinite is None and obs.candidate.histogram
+        assert obs.candidate.nonfinite is None
+        assert obs.candidate.histogram
     else:
-        assert obs.candidate.histogram == () and obs.candidate.nonfinite is not None
+        assert obs.candidate.histogram == ()
+        assert obs.candidate.nonfinite is not None
 
 
 def test_an_unanswered_output_query_is_a_gap_too() -> None:
@@ -149,7 +153,8 @@ def test_an_unanswered_output_query_is_a_gap_too() -> None:
     results = all_results(p)
     del results[p.candidate.nonfinite.expr]
     obs = to_observations(p, results, at=AT)
-    assert obs.candidate is not None and obs.candidate.nonfinite is None
+    assert obs.candidate is not None
+    assert obs.candidate.nonfinite is None
     assert NONFINITE_SIGNAL in obs.candidate.gaps
 
 

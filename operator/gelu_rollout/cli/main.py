@@ -1,4 +1,5 @@
-"""The ``gelu-rollout`` command line: run, validate, crd, and the commands of installed plugins.
+"""The ``gelu-rollout`` command line: run, validate, crd, check-model, and the commands of
+installed plugins.
 
 A plugin is an entry point in the ``gelu_rollout.commands`` group naming a function that takes
 the Typer app and adds its commands (the lab adds ``demo``, ``replay`` and ``bench``). The
@@ -14,6 +15,7 @@ from typing import Annotated
 import typer
 import yaml
 
+from gelu_rollout.cli.check_model import check_model
 from gelu_rollout.cli.output import fail
 from gelu_rollout.spec import SpecError, parse_spec
 
@@ -122,6 +124,9 @@ def run(
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(config))
+
+
+app.command("check-model")(check_model)
 
 
 def load_plugins(target: typer.Typer) -> None:
