@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from gelu_rollout.analysis.observations import ArmObservation, StepEvidence
+from gelu_rollout.analysis.observations import SAMPLED_COMPARISON, ArmObservation, StepEvidence
 from gelu_rollout.analysis.power import (
     Plan,
     error_rate_requests_for_power,
@@ -116,10 +116,18 @@ def plan_gates(
                 )
             )
     if gates.divergence.enabled:
-        outputs = min(whole.baseline.outputs, whole.candidate.outputs)
-        rate = None
-        if latest is not None:
-            rate = min(sum(latest[0].histogram), sum(latest[1].histogram)) / interval_seconds
+        source = whole.outputs_for_divergence()
+        sampled = source is not None and source.source == SAMPLED_COMPARISON
+        if source is not None and sampled:
+            # The sampled comparison's rate is the operator's own: a few rows per tick,
+            # whatever the weight.
+            outputs = min(source.baseline.outputs, source.candidate.outputs)
+            rate = outputs / whole.seconds if whole.seconds > 0 else None
+        else:
+            outputs = min(whole.baseline.outputs, whole.candidate.outputs)
+            rate = None
+            if latest is not None:
+                rate = min(sum(latest[0].histogram), sum(latest[1].histogram)) / interval_seconds
         plans.append(
             Plan(
                 "divergence",
@@ -128,6 +136,7 @@ def plan_gates(
                 outputs,
                 "outputs per arm",
                 rate,
+                grows_with_weight=not sampled,
             )
         )
     return tuple(plans)
