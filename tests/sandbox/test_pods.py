@@ -34,8 +34,9 @@ from gelu_lab.sandbox.kubelet.volumes import PodSpecError, repository_files
 from gelu_lab.sandbox.prometheus import PrometheusServer
 from gelu_rollout.adapters.kube import KubeClient, kinds
 from gelu_rollout.resources.names import LABEL_ARM, LABEL_REVISION, OwnerRef
-from gelu_rollout.resources.workloads import render_config_map, render_deployment
+from gelu_rollout.resources.workloads import ArmSource, render_config_map, render_deployment
 from gelu_rollout.spec import parse_spec
+from gelu_rollout.spec.model import ArmSpec
 from gelu_rollout.variants import INPUTS, render_repository
 from tests.sandbox.sandbox_objects import (
     MODEL,
@@ -66,7 +67,7 @@ def _deployment(variant: str = "exact", replicas: int = 1) -> dict[str, Any]:
     spec = parse_spec(SPEC)
     files = render_repository(MODEL, variant)
     return render_deployment(
-        _owner(), spec.model, "baseline", files, replicas, source=f"variant/{variant}"
+        _owner(), spec.model, "baseline", ArmSource(ArmSpec(variant=variant), files), replicas
     )
 
 
@@ -358,7 +359,9 @@ async def test_deployments_become_servers_and_follow_scale_template_and_deletion
     owner = OwnerRef.from_body(await kube.get(kinds.ROLLOUT, NAMESPACE, ROLLOUT) or {})
     config_map = render_config_map(owner, "baseline", files, source="variant/sigmoid")
     await kube.create(config_map)
-    new = render_deployment(owner, parse_spec(SPEC).model, "baseline", files, 1, source="x")
+    new = render_deployment(
+        owner, parse_spec(SPEC).model, "baseline", ArmSource(ArmSpec(variant="tanh"), files), 1
+    )
     await kube.merge_patch(
         kinds.DEPLOYMENT,
         NAMESPACE,

@@ -314,6 +314,7 @@ _STRUCTURAL_KEYS = {
     "properties",
     "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields",
+    "additionalProperties",
 }
 
 
@@ -326,6 +327,7 @@ def test_the_schema_is_structural() -> None:
         if node["type"] == "object":
             assert (
                 "properties" in node
+                or "additionalProperties" in node  # a map of one type
                 or node.get("x-kubernetes-preserve-unknown-fields")
                 or path == ("metadata",)
             ), where
@@ -373,9 +375,11 @@ def test_cel_rules_compile_and_their_field_paths_exist() -> None:
 
 
 def _nested_model(annotation: object) -> type[BaseModel] | None:
-    for candidate in (annotation, *get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):  # X | None, tuple[X, ...], tuple[X, ...] | None
+        if (found := _nested_model(argument)) is not None:
+            return found
     return None
 
 
@@ -456,7 +460,13 @@ def _expected_bounds(info: FieldInfo, node: Mapping[str, Any]) -> Json:
 def test_every_bound_of_the_model_is_in_the_schema_and_no_other() -> None:
     keys = ("minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum", "minItems", "maxItems")
     for path, info, node, _ in MODEL_FIELDS:
-        if path[-1] in {"name", "configMapName", "httpRouteName"}:
+        if path[-1] in {
+            "name",
+            "configMapName",
+            "httpRouteName",
+            "serviceAccountName",
+            "credentialsSecretName",
+        }:
             continue  # string formats: their own test below
         actual = {k: node[k] for k in (*keys, "minLength", "maxLength") if k in node}
         assert actual == _expected_bounds(info, node), ".".join(path)
@@ -544,7 +554,9 @@ def test_the_api_server_defaults_are_the_models() -> None:
 
 _ALL_GATES_OFF = {key: {"enabled": False} for key in GATE_KEYS}
 _DOT_NAME = "must not be '.' or '..'"
-_ONE_SOURCE = "must set exactly one of variant or repository"
+_ONE_SOURCE = "must set exactly one of variant, repository, storageUri"
+_REVISION_NEEDED = "revision is required with storageUri"
+_STORAGE_ONLY = "revision and storage are for storageUri only"
 _SAME_VARIANT = "candidate.variant must differ from baseline.variant"
 _SAME_MAP = "candidate.repository.configMapName must differ from baseline.repository.configMapName"
 _SHORT_STEP = (
@@ -578,6 +590,30 @@ BREAKING = [
         (("candidate",), _ONE_SOURCE),
         "spec.candidate.repository",
         id="arm-with-two-sources",
+    ),
+    pytest.param(
+        spec_with(candidate={"storageUri": "s3://models/gelu"}),
+        (("candidate",), _REVISION_NEEDED),
+        "spec.candidate.revision",
+        id="storage-without-revision",
+    ),
+    pytest.param(
+        spec_with(candidate={"variant": "tanh", "revision": "7"}),
+        (("candidate",), _STORAGE_ONLY),
+        "spec.candidate.revision",
+        id="revision-without-storage",
+    ),
+    pytest.param(
+        spec_with(baseline={"storageUri": "pvc://models/gelu"}),
+        (("baseline",), _REVISION_NEEDED),
+        "spec.baseline.revision",
+        id="baseline-storage-without-revision",
+    ),
+    pytest.param(
+        spec_with(baseline={"variant": "exact", "storage": {"region": "eu-west-1"}}),
+        (("baseline",), _STORAGE_ONLY),
+        "spec.baseline.storage",
+        id="storage-settings-without-storage",
     ),
     pytest.param(
         spec_with(candidate={"variant": "exact", "replicas": 3}),

@@ -38,10 +38,12 @@ from gelu_rollout.resources.traffic import (
 from gelu_rollout.resources.workloads import (
     TRITON_ARGS,
     TRITON_COMMAND,
+    ArmSource,
     render_config_map,
     render_deployment,
 )
 from gelu_rollout.spec import RolloutSpec, parse_spec
+from gelu_rollout.spec.model import ArmSpec
 from gelu_rollout.spec.status import RolloutStatus, Stage
 from gelu_rollout.variants.repository import render_repository, repository_revision
 
@@ -624,14 +626,59 @@ def test_needs_apply_ignores_what_the_server_adds() -> None:
 # --- schema validity ----------------------------------------------------------------------
 
 
+STORAGE_URIS = ("s3://models/gelu/v2", "gs://models/gelu/v2", "pvc://model-store/gelu/v2")
+POD = {
+    "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"nvidia.com/gpu": "1"}},
+    "nodeSelector": {"nvidia.com/gpu.product": "H100"},
+    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {
+        "podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "weight": 50,
+                    "podAffinityTerm": {
+                        "topologyKey": "kubernetes.io/hostname",
+                        "labelSelector": {"matchLabels": {"app": "triton"}},
+                    },
+                }
+            ]
+        }
+    },
+    "env": [
+        {"name": "OMP_NUM_THREADS", "value": "4"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "tok", "key": "t"}}},
+    ],
+    "serviceAccountName": "triton",
+    "imagePullSecrets": [{"name": "registry"}],
+    "tritonArgs": ["--log-verbose=1"],
+}
+
+
+def stored_spec(uri: str) -> RolloutSpec:
+    """A candidate from ``uri`` with every pod setting; a baseline from another prefix."""
+    storage: dict[str, Any] = {}
+    if uri.startswith("s3://"):
+        storage = {"endpoint": "http://minio.storage:9000", "region": "eu-west-1"}
+        storage["credentialsSecretName"] = "s3-credentials"
+    elif uri.startswith("gs://"):
+        storage = {"credentialsSecretName": "gcs-key"}
+    arm: dict[str, Any] = {"storageUri": uri, "revision": "v2"}
+    if storage:
+        arm["storage"] = storage
+    baseline = {**arm, "storageUri": uri.replace("/v2", "/v1"), "revision": "v1"}
+    return make_spec(pod=POD, baseline=baseline, candidate=arm)
+
+
 def all_rendered() -> list[dict[str, Any]]:
     user_spec = make_spec(candidate={"repository": {"configMapName": "my-model"}})
     user_repos = repositories_for(user_spec, {"my-model": USER_REPOSITORY})
     objects: list[dict[str, Any]] = []
+    stored = [stored_spec(uri) for uri in STORAGE_URIS]
     for spec, repos in (
         (make_spec(), repositories(make_spec())),
         (route_spec(), repositories(route_spec())),
         (user_spec, user_repos),
+        *((spec, repositories(spec)) for spec in stored),
     ):
         for state in (
             RolloutStatus(),
@@ -652,15 +699,17 @@ def test_every_rendered_object_validates_against_the_kubernetes_schema(version: 
         kubernetes_validate.validate(obj, version, strict=True)
 
 
+def EXACT_SOURCE(files: dict[str, str]) -> ArmSource:  # noqa: N802
+    return ArmSource(ArmSpec(variant="exact"), files)
+
+
 def test_schema_validation_is_not_vacuous() -> None:
     files = render_repository("gelu-mlp", "exact")
-    bad = render_deployment(OWNER, make_spec().model, "baseline", files, 1, source="variant/exact")
+    bad = render_deployment(OWNER, make_spec().model, "baseline", EXACT_SOURCE(files), 1)
     bad["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsNonroot"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(bad, kubernetes_validate.latest_version(), strict=True)
-    wrong_type = render_deployment(
-        OWNER, make_spec().model, "baseline", files, 1, source="variant/exact"
-    )
+    wrong_type = render_deployment(OWNER, make_spec().model, "baseline", EXACT_SOURCE(files), 1)
     wrong_type["spec"]["replicas"] = "three"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(wrong_type, kubernetes_validate.latest_version(), strict=True)
@@ -669,4 +718,4 @@ def test_schema_validation_is_not_vacuous() -> None:
 def test_negative_replicas_are_refused() -> None:
     files = render_repository("gelu-mlp", "exact")
     with pytest.raises(ValueError, match="replicas"):
-        render_deployment(OWNER, make_spec().model, "baseline", files, -1, source="variant/exact")
+        render_deployment(OWNER, make_spec().model, "baseline", EXACT_SOURCE(files), -1)

@@ -469,10 +469,10 @@ def test_non_string_key() -> None:
 
 def test_arm_needs_a_source() -> None:
     assert problems(put(minimal(), "baseline", {"replicas": 2})) == [
-        ("spec.baseline", "must set exactly one of variant or repository")
+        ("spec.baseline", "must set exactly one of variant, repository, storageUri")
     ]
     assert problems(put(minimal(), "baseline", {"variant": None, "repository": None})) == [
-        ("spec.baseline", "must set exactly one of variant or repository")
+        ("spec.baseline", "must set exactly one of variant, repository, storageUri")
     ]
 
 
@@ -616,7 +616,7 @@ def test_direct_construction_enforces_cross_field_rules() -> None:
         RolloutSpec(
             model=model, baseline=ArmSpec(variant="exact"), candidate=ArmSpec(variant="exact")
         )
-    with pytest.raises(ValidationError, match="must set exactly one of variant or repository"):
+    with pytest.raises(ValidationError, match="must set exactly one of variant, repository, storageUri"):
         ArmSpec()
     with pytest.raises(ValidationError, match="must be greater than 50"):
         TrafficSpec(steps=(TrafficStep(weight=50), TrafficStep(weight=50)))
@@ -809,7 +809,7 @@ def test_to_dict_is_camel_case_and_leaves_out_nulls() -> None:
     assert "httpRouteName" not in out["traffic"]
     assert out["analysis"]["gates"]["divergence"]["maxKL"] == 0.01
     assert out["analysis"]["slo"]["latencyP99Ms"] == 250.0
-    assert set(out) == {"model", "baseline", "candidate", "traffic", "analysis"}
+    assert set(out) == {"model", "pod", "baseline", "candidate", "traffic", "analysis"}
 
 
 def test_spec_is_frozen_and_hashable() -> None:

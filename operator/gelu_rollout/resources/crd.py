@@ -55,8 +55,18 @@ def _cel_list(values: Sequence[object]) -> str:
 
 _ARM_RULES: Final = (
     _rule(
-        "has(self.variant) != has(self.repository)",
-        "must set exactly one of variant or repository",
+        "(has(self.variant) ? 1 : 0) + (has(self.repository) ? 1 : 0)"
+        " + (has(self.storageUri) ? 1 : 0) == 1",
+        "must set exactly one of variant, repository, storageUri",
+    ),
+    _rule(
+        "!has(self.storageUri) || has(self.revision)",
+        "revision is required with storageUri",
+        ".revision",
+    ),
+    _rule(
+        "has(self.storageUri) || (!has(self.revision) && !has(self.storage))",
+        "revision and storage are for storageUri only",
     ),
 )
 
@@ -131,6 +141,8 @@ _ORDER: Final = (
     "items",
     "required",
     "properties",
+    "additionalProperties",
+    "x-kubernetes-preserve-unknown-fields",
     "x-kubernetes-validations",
 )
 _COPIED: Final = frozenset(
@@ -138,6 +150,9 @@ _COPIED: Final = frozenset(
     | {"pattern", "minItems", "maxItems", "required"}
 )
 _REF_PREFIX: Final = "#/$defs/"
+PRESERVE: Final = "x-kubernetes-preserve-unknown-fields"
+"""Marks a free-form Kubernetes object (affinity, an EnvVarSource) the API server keeps as
+given; the pods' schema validates it when the operator applies them."""
 
 
 class SchemaError(ValueError):
@@ -176,9 +191,15 @@ def _structural(
         elif key == "title":
             continue
         elif key == "additionalProperties":
-            if value is not False:
+            if isinstance(value, Mapping):  # a map of one type: nodeSelector, requests
+                out["additionalProperties"] = _structural(value, defs, (*path, "*"))
+            elif value is True and node.get(PRESERVE) is True:
+                continue  # a free-form Kubernetes object, kept as given (below)
+            elif value is not False:
                 raise SchemaError(f"{'.'.join(path)}: cannot express additionalProperties")
             # Structural schemas prune unknown fields; additionalProperties may not be set.
+        elif key == PRESERVE:
+            out[PRESERVE] = True
         elif key in {"exclusiveMinimum", "exclusiveMaximum"}:
             bound = "minimum" if key == "exclusiveMinimum" else "maximum"
             out[bound] = value

@@ -30,8 +30,9 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from gelu_rollout.resources.names import Arm, OwnerRef
+from gelu_rollout.resources.pod_settings import arm_pod
 from gelu_rollout.resources.traffic import render_services, replica_split
-from gelu_rollout.resources.workloads import render_config_map, render_deployment, source_of
+from gelu_rollout.resources.workloads import ArmSource, render_config_map, render_deployment
 from gelu_rollout.spec.model import ArmSpec, RolloutSpec
 from gelu_rollout.spec.status import RolloutStatus, Stage
 from gelu_rollout.variants.repository import CONFIG_KEY, render_repository
@@ -67,7 +68,10 @@ def arm_repository(
     model_name: str, arm: ArmSpec, config_maps: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
     """An arm's repository: its variant rendered, or its user ConfigMap's data from
-    ``config_maps`` (by name). Raises KeyError when the user's ConfigMap is not given."""
+    ``config_maps`` (by name); empty for a repository in storage, which Triton reads itself.
+    Raises KeyError when the user's ConfigMap is not given."""
+    if arm.storage_uri is not None:
+        return {}
     if arm.repository is not None:
         return dict(config_maps[arm.repository.config_map_name])
     if arm.variant is None:  # the spec model forbids this; keeps the type checker honest
@@ -128,31 +132,39 @@ def desired_resources(
     status: RolloutStatus,
     repositories: ArmRepositories,
 ) -> list[dict[str, Any]]:
-    """Every object the rollout owns, in apply order: ConfigMaps, Deployments, Services."""
+    """Every object the rollout owns, in apply order: ConfigMaps (for the arms whose
+    repository the operator copies), Deployments, Services."""
     baseline_replicas, candidate_replicas = arm_replicas(spec, status)
-    if status.stage is Stage.PROMOTED:
-        baseline_files, baseline_source = repositories.candidate, source_of(spec.candidate)
-    else:
-        baseline_files, baseline_source = repositories.baseline, source_of(spec.baseline)
-    candidate_files, candidate_source = repositories.candidate, source_of(spec.candidate)
+    candidate = ArmSource(spec.candidate, repositories.candidate)
+    baseline = (
+        candidate
+        if status.stage is Stage.PROMOTED
+        else ArmSource(spec.baseline, repositories.baseline)
+    )
+    arms: tuple[tuple[Arm, ArmSource], ...] = (("baseline", baseline), ("candidate", candidate))
+    config_maps = [
+        render_config_map(owner, arm, source.files, source=source.name)
+        for arm, source in arms
+        if source.in_config_map
+    ]
     return [
-        render_config_map(owner, "baseline", baseline_files, source=baseline_source),
-        render_config_map(owner, "candidate", candidate_files, source=candidate_source),
+        *config_maps,
         render_deployment(
             owner,
             spec.model,
             "baseline",
-            baseline_files,
+            baseline,
             baseline_replicas,
-            source=baseline_source,
+            # Promoted, the baseline serves the candidate's model as it was tried.
+            pod=arm_pod(spec, "candidate" if status.stage is Stage.PROMOTED else "baseline"),
         ),
         render_deployment(
             owner,
             spec.model,
             "candidate",
-            candidate_files,
+            candidate,
             candidate_replicas,
-            source=candidate_source,
+            pod=arm_pod(spec, "candidate"),
         ),
         *render_services(
             owner,

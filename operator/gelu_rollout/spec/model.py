@@ -189,19 +189,43 @@ def _is_sequence(value: object) -> bool:
     return isinstance(value, list | tuple)
 
 
+SOURCE_KEYS: Final = ("variant", "repository", "storageUri")
+"""Where an arm's model comes from: exactly one is set."""
+
+
 def arm_problems(raw: object, path: str) -> list[Problem]:
-    """Exactly one of ``variant`` / ``repository`` must be set on an arm."""
+    """Exactly one source on an arm; ``revision`` with ``storageUri``; ``storage`` fits it."""
     if not isinstance(raw, Mapping):
         return []
-    has_variant = raw.get("variant") is not None
-    has_repository = raw.get("repository") is not None
-    if has_variant and has_repository:
+    sources = [key for key in SOURCE_KEYS if raw.get(key) is not None]
+    if len(sources) > 1:
         return [
-            (_key(path, "repository"), "must not be set together with variant (set exactly one)")
+            (
+                _key(path, sources[1]),
+                f"must not be set together with {sources[0]} (set exactly one)",
+            )
         ]
-    if not has_variant and not has_repository:
-        return [(path, "must set exactly one of variant or repository")]
-    return []
+    if not sources:
+        return [(path, f"must set exactly one of {', '.join(SOURCE_KEYS)}")]
+    problems: list[Problem] = []
+    uri = raw.get("storageUri")
+    if isinstance(uri, str):
+        if raw.get("revision") is None:
+            problems.append((_key(path, "revision"), "is required with storageUri"))
+        storage = raw.get("storage")
+        if uri.startswith("pvc://") and isinstance(storage, Mapping) and storage:
+            problems.append(
+                (_key(path, "storage"), "must not be set for pvc:// (the volume needs no access)")
+            )
+        if uri.startswith("gs://") and isinstance(storage, Mapping):
+            for key in ("endpoint", "region"):
+                if storage.get(key) is not None:
+                    problems.append((_key(path, f"storage.{key}"), "is for s3:// only"))
+    else:
+        for key in ("revision", "storage"):
+            if raw.get(key) is not None:
+                problems.append((_key(path, key), "is for storageUri only"))
+    return problems
 
 
 def traffic_problems(raw: object, path: str) -> list[Problem]:
@@ -410,8 +434,127 @@ class RepositorySpec(SpecModel):
     )
 
 
+STORAGE_URI: Final = (
+    r"^(s3|gs)://[a-z0-9][a-z0-9._-]{1,221}[a-z0-9](/[^\s]*)?$"
+    r"|^pvc://[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(/[^\s]*)?$"
+)
+"""``s3://BUCKET[/PREFIX]``, ``gs://BUCKET[/PREFIX]`` or ``pvc://CLAIM[/PATH]``."""
+
+
+class StorageSpec(SpecModel):
+    """How the arm's pods reach an object store (``storageUri`` with ``s3://`` or ``gs://``)."""
+
+    endpoint: StrictStr | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/]+$",
+        max_length=253,
+        description=(
+            "An S3-compatible server's URL (http://host:port), for S3 outside AWS; default: AWS."
+        ),
+    )
+    region: StrictStr | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9-]+$",
+        max_length=50,
+        description="The S3 region (AWS_DEFAULT_REGION).",
+    )
+    credentials_secret_name: DnsSubdomain | None = Field(
+        default=None,
+        description=(
+            "A Secret in the rollout's namespace the pods read their credentials from: for "
+            "s3, keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN if "
+            "present); for gs, key key.json (a service-account key). Default: the pod's "
+            "service account (cloud workload identity)."
+        ),
+    )
+
+
+class Toleration(SpecModel):
+    """A Kubernetes toleration."""
+
+    key: StrictStr | None = Field(default=None, max_length=316, description="The taint key.")
+    operator: Literal["Exists", "Equal"] | None = Field(default=None, description="How to match.")
+    value: StrictStr | None = Field(default=None, max_length=63, description="The taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="The taint effect."
+    )
+    toleration_seconds: StrictInt | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class EnvVar(SpecModel):
+    """An environment variable of the Triton container."""
+
+    name: StrictStr = Field(
+        pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253, description="Its name."
+    )
+    value: StrictStr | None = Field(default=None, description="Its value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Resources(SpecModel):
+    """Requests and limits of the Triton container, as Kubernetes quantities."""
+
+    requests: dict[str, StrictStr] | None = Field(
+        default=None, description="e.g. cpu: '2', memory: 8Gi."
+    )
+    limits: dict[str, StrictStr] | None = Field(
+        default=None, description="e.g. nvidia.com/gpu: '1', memory: 16Gi."
+    )
+
+
+class ObjectName(SpecModel):
+    """A reference by name."""
+
+    name: DnsSubdomain = Field(description="The object's name.")
+
+
+TritonArgument = Annotated[StrictStr, Field(description="One tritonserver argument.")]
+
+
+class PodSpec(SpecModel):
+    """What the Triton pods of an arm run with. Each field left out is inherited (see
+    ``spec.pod``)."""
+
+    image: StrictStr | None = Field(
+        default=None, min_length=1, max_length=512, description="The Triton server image."
+    )
+    resources: Resources | None = Field(default=None, description="The container's resources.")
+    node_selector: dict[str, StrictStr] | None = Field(
+        default=None, description="Node labels the pods must run on."
+    )
+    tolerations: tuple[Toleration, ...] | None = Field(
+        default=None, max_length=50, description="Taints the pods tolerate."
+    )
+    affinity: dict[str, Any] | None = Field(
+        default=None,
+        description="A Kubernetes Affinity (nodeAffinity, podAffinity, podAntiAffinity).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    env: tuple[EnvVar, ...] | None = Field(
+        default=None, max_length=100, description="Environment variables, merged by name."
+    )
+    service_account_name: DnsSubdomain | None = Field(
+        default=None, description="The pods' service account (cloud identity for storage)."
+    )
+    image_pull_secrets: tuple[ObjectName, ...] | None = Field(
+        default=None, max_length=20, description="Secrets to pull the image with."
+    )
+    triton_args: tuple[TritonArgument, ...] | None = Field(
+        default=None,
+        max_length=50,
+        description="Extra tritonserver arguments, after the operator's own.",
+    )
+
+
 class ArmSpec(SpecModel):
-    """One side of the comparison: a built-in variant or a user repository, and its replicas."""
+    """One side of the comparison: a built-in variant, a user repository in a ConfigMap or a
+    model repository in object storage or on a volume, and its replicas."""
 
     variant: Variant | None = Field(
         default=None,
@@ -426,8 +569,37 @@ class ArmSpec(SpecModel):
             "A Triton model repository you provide. Set exactly one of variant and repository."
         ),
     )
+    storage_uri: StrictStr | None = Field(
+        default=None,
+        pattern=STORAGE_URI,
+        max_length=1024,
+        description=(
+            "A Triton model repository (a folder holding the model's folder) that Triton "
+            "reads itself: s3://BUCKET/PREFIX, gs://BUCKET/PREFIX, or pvc://CLAIM/PATH (a "
+            "PersistentVolumeClaim mounted read-only). Needs revision."
+        ),
+    )
+    revision: StrictStr | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$",
+        description=(
+            "Which content of storageUri this is (a version, a commit, a date): the operator "
+            "does not read the store, so a new revision or a new storageUri is what makes a "
+            "new revision of the arm."
+        ),
+    )
+    storage: StorageSpec | None = Field(
+        default=None, description="How the pods reach the object store of storageUri."
+    )
     replicas: StrictInt = Field(
         default=1, ge=1, le=100, description="Triton server replicas for this arm."
+    )
+    pod: PodSpec | None = Field(
+        default=None,
+        description=(
+            "This arm's pod settings, over spec.pod. The candidate inherits the baseline's "
+            "placement (resources, nodeSelector, tolerations, affinity) unless it sets its own."
+        ),
     )
 
     @model_validator(mode="after")
@@ -954,6 +1126,10 @@ class RolloutSpec(SpecModel):
     """The spec of a GeluModelRollout."""
 
     model: ModelSpec = Field(description="The Triton model being rolled out.")
+    pod: PodSpec = Field(
+        default_factory=PodSpec,
+        description="Pod settings of both arms; spec.baseline.pod and spec.candidate.pod win.",
+    )
     baseline: ArmSpec = Field(description="What serves today.")
     candidate: ArmSpec = Field(description="What is being tried; it must differ from the baseline.")
     traffic: TrafficSpec = Field(
