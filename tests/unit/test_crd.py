@@ -556,6 +556,7 @@ _ALL_GATES_OFF = {key: {"enabled": False} for key in GATE_KEYS}
 _DOT_NAME = "must not be '.' or '..'"
 _ONE_SOURCE = "must set exactly one of variant, repository, storageUri"
 _REVISION_NEEDED = "revision is required with storageUri"
+_SAME_STORAGE = "candidate storageUri and revision must differ from the baseline's"
 _STORAGE_ONLY = "revision and storage are for storageUri only"
 _SAME_VARIANT = "candidate.variant must differ from baseline.variant"
 _SAME_MAP = "candidate.repository.configMapName must differ from baseline.repository.configMapName"
@@ -614,6 +615,15 @@ BREAKING = [
         (("baseline",), _STORAGE_ONLY),
         "spec.baseline.storage",
         id="storage-settings-without-storage",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={"storageUri": "s3://models/gelu", "revision": "7"},
+            candidate={"storageUri": "s3://models/gelu", "revision": "7", "replicas": 2},
+        ),
+        ((), _SAME_STORAGE),
+        "spec.candidate.revision",
+        id="same-storage-revision",
     ),
     pytest.param(
         spec_with(candidate={"variant": "exact", "replicas": 3}),

@@ -86,6 +86,13 @@ RULES: Final[Mapping[tuple[str, ...], tuple[Rule, ...]]] = {
             ".candidate.repository.configMapName",
         ),
         _rule(
+            "!has(self.baseline.storageUri) || !has(self.candidate.storageUri)"
+            " || self.candidate.storageUri != self.baseline.storageUri"
+            " || self.candidate.revision != self.baseline.revision",
+            "candidate storageUri and revision must differ from the baseline's",
+            ".candidate.revision",
+        ),
+        _rule(
             "self.traffic.steps.all(step, step.analysisSeconds >= self.analysis.intervalSeconds)",
             f"every traffic.steps[].analysisSeconds ({DEFAULT_STEP_ANALYSIS_SECONDS} when left "
             "out) must be at least analysis.intervalSeconds",

@@ -291,6 +291,19 @@ def rollout_problems(raw: object, path: str) -> list[Problem]:
                 f"must differ from baseline.variant, both are {describe_value(variant)}",
             )
         )
+    uri, revision = _get(candidate, "storageUri"), _get(candidate, "revision")
+    if (
+        isinstance(uri, str)
+        and isinstance(revision, str)
+        and (uri, revision) == (_get(baseline, "storageUri"), _get(baseline, "revision"))
+    ):
+        problems.append(
+            (
+                _key(path, "candidate.revision"),
+                "must differ from baseline's storageUri and revision, both are "
+                f"{describe_value(uri)} at {describe_value(revision)}",
+            )
+        )
     name = _config_map_name(candidate)
     if is_dns_subdomain(name) and name == _config_map_name(baseline):
         problems.append(
