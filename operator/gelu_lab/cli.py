@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +17,9 @@ from gelu_lab.bench.variants import benchmark_variants
 from gelu_lab.demo.replay import run_demo
 from gelu_lab.demo.run import run_scenario
 from gelu_lab.demo.scenarios import SCENARIOS
-from gelu_lab.demo.view import live_view, print_summary
+from gelu_lab.demo.view import live_view, print_next_steps, print_summary
 from gelu_lab.sandbox.prometheus import PrometheusNotInstalledError
+from gelu_lab.sandbox.shutdown import Stopped, die_with_parent, run_until_stopped
 from gelu_lab.sandbox.triton import TritonStartError, TritonUnavailableError
 from gelu_rollout.cli.output import fail, out
 
@@ -148,32 +149,51 @@ def demo(
     ),
     timeout_seconds: Annotated[float, typer.Option(min=30, help="Give up after this long.")] = 170,
 ) -> None:
-    """Run a rollout end to end on the local sandbox: API, Triton pods, Prometheus, operator."""
+    """Run a rollout end to end on the local sandbox: API, Triton pods, Prometheus, operator.
+
+    SIGINT, SIGTERM, SIGHUP and the end of its parent (``make``, a shell) stop it cleanly: no
+    process or temporary folder of the sandbox is left behind.
+    """
 
     chosen = SCENARIOS.get(scenario)
     if chosen is None:
         raise fail(f"unknown scenario {scenario!r}: choose one of {', '.join(SCENARIOS)}")
+    die_with_parent()
     out.print(f"[bold]sandbox demo[/bold]: {chosen.summary}")
     try:
-        result = asyncio.run(
+        result = run_until_stopped(
             run_scenario(
                 chosen,
                 example=example,
                 repository=candidate_repository,
                 timeout_s=timeout_seconds,
-                view=lambda rollout, traffic: live_view(chosen, rollout, traffic),
+                view=lambda rollout, traffic: live_view(
+                    chosen, rollout, traffic, fit=out.is_terminal
+                ),
                 console=out,
             )
         )
-    except (TritonUnavailableError, PrometheusNotInstalledError, ValueError, OSError) as error:
+    except (
+        TritonUnavailableError,
+        PrometheusNotInstalledError,
+        RuntimeError,
+        ValueError,
+        OSError,
+    ) as error:
         raise fail(str(error)) from None
-    except KeyboardInterrupt:
-        typer.echo("\ninterrupted: the sandbox was stopped and cleaned up", err=True)
-        raise typer.Exit(130) from None
+    except Stopped as stopped:
+        with contextlib.suppress(OSError):  # a hung-up terminal takes no more output
+            typer.echo(
+                f"\ninterrupted by {stopped.signum.name}: the sandbox was stopped and cleaned up",
+                err=True,
+            )
+        raise typer.Exit(stopped.exit_code) from None
     print_summary(result, out)
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         out.print(f"result written to {json_path}")
+    out.print()
+    print_next_steps(chosen, out)
     raise typer.Exit(0 if result.outcome in ("Promoted", "RolledBack") else 1)
 
 

@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import threading
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import kopf
 
-from gelu_rollout.adapters.kube import KubeClient, login_for
+from gelu_rollout.adapters.kube import Kind, KubeClient, login_for
 from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
 from gelu_rollout.controller import Controller, EndpointResolver, cluster_dns
 from gelu_rollout.handlers import build_registry
 from gelu_rollout.metrics import OperatorMetrics
+
+log = logging.getLogger(__name__)
+
+# Kopf's peering objects: a ClusterKopfPeering for an operator of the whole cluster, a
+# KopfPeering in each namespace of a namespaced one (Kopf's own choice of scope).
+CLUSTER_PEERING: Final = Kind("kopf.dev/v1", "ClusterKopfPeering", "clusterkopfpeerings", False)
+NAMESPACED_PEERING: Final = Kind("kopf.dev/v1", "KopfPeering", "kopfpeerings")
+PEERING_RETRY_MAX_SECONDS: Final = 60.0
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,75 @@ class OperatorConfig:
     metrics_port: int | None = 8080
     liveness_port: int | None = 8081
     bind_address: str = "0.0.0.0"  # the ports of the operator's pod
-    peering: bool = False
+    peering_name: str | None = None
+    """Kopf peering under this name; None runs standalone (one replica only)."""
+    peering_priority: int | None = None
+    """This replica's priority among its peers; None derives one from the pod's name."""
+
+
+def peering_identity() -> str:
+    """The name Kopf knows this replica by: ``$POD_ID`` (the chart sets it to the pod's name),
+    else the host name, which in a pod is the pod's name too."""
+    return os.environ.get("POD_ID") or socket.gethostname()
+
+
+def peering_priority(identity: str) -> int:
+    """A priority of this replica's own, stable for its life. Kopf pauses every operator that
+    sees a live peer of the same priority, so replicas of one Deployment must differ: a hash
+    of the pod's name makes them differ but for a 1 in 2**31 chance per pair."""
+    return zlib.crc32(identity.encode()) & 0x7FFFFFFF
+
+
+def peering_object(kind: Kind, name: str, namespace: str | None) -> dict[str, object]:
+    metadata: dict[str, str] = {"name": name}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": kind.api_version, "kind": kind.kind, "metadata": metadata}
+
+
+async def ensure_peering(
+    kube: KubeClient,
+    name: str,
+    namespaces: Sequence[str],
+    *,
+    retry_seconds: float = 5.0,
+) -> None:
+    """Create the peering objects Kopf needs where they are missing, retrying (with backoff)
+    until each exists: with a named peering, Kopf pauses until its object is there, and the
+    peering CRD may be served only moments after the chart installed it."""
+    pending: list[tuple[Kind, str | None]] = (
+        [(NAMESPACED_PEERING, namespace) for namespace in namespaces]
+        if namespaces
+        else [(CLUSTER_PEERING, None)]
+    )
+    delay = retry_seconds
+    while pending:
+        for kind, namespace in list(pending):
+            where = f"in {namespace}" if namespace else "cluster-wide"
+            try:
+                status, data = await kube.request(
+                    "POST", kind.path(namespace), body=peering_object(kind, name, namespace)
+                )
+            except Exception as error:  # no API server yet, a failed login: try again later
+                status, data = 0, str(error)
+            if status in (200, 201, 202, 409):  # 409: it exists already
+                pending.remove((kind, namespace))
+                if status != 409:
+                    log.info("created the %s %r %s", kind.kind, name, where)
+                continue
+            message = data.get("message") if isinstance(data, dict) else data
+            detail = f"HTTP {status}: {message}" if status else message
+            log.warning(
+                "cannot create the %s %r %s (%s); retrying in %g s",
+                kind.kind,
+                name,
+                where,
+                detail,
+                delay,
+            )
+        if pending:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, PEERING_RETRY_MAX_SECONDS)
 
 
 async def run_operator(
@@ -59,17 +141,34 @@ async def run_operator(
             if config.liveness_port is not None
             else None
         )
+        # Peering maps onto Kopf's settings: peering.name (and peering.mandatory, so the
+        # operator pauses rather than runs unpeered), peering.priority, peering.standalone.
+        peering = config.peering_name
+        priority = None
+        ensuring: asyncio.Task[None] | None = None
+        if peering is not None:
+            priority = config.peering_priority
+            if priority is None:
+                priority = peering_priority(peering_identity())
+            log.info("peering %r with priority %d", peering, priority)
+            ensuring = asyncio.create_task(ensure_peering(kube, peering, config.namespaces))
         try:
             await kopf.operator(
                 registry=registry,
                 clusterwide=not config.namespaces,
                 namespaces=list(config.namespaces),
-                standalone=not config.peering,
+                standalone=peering is None,
+                peering_name=peering,
+                priority=priority,
                 liveness_endpoint=liveness,
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,
             )
         finally:
+            if ensuring is not None:
+                ensuring.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ensuring
             await kube.close()
 
 

@@ -616,7 +616,9 @@ def test_direct_construction_enforces_cross_field_rules() -> None:
         RolloutSpec(
             model=model, baseline=ArmSpec(variant="exact"), candidate=ArmSpec(variant="exact")
         )
-    with pytest.raises(ValidationError, match="must set exactly one of variant, repository, storageUri"):
+    with pytest.raises(
+        ValidationError, match="must set exactly one of variant, repository, storageUri"
+    ):
         ArmSpec()
     with pytest.raises(ValidationError, match="must be greater than 50"):
         TrafficSpec(steps=(TrafficStep(weight=50), TrafficStep(weight=50)))

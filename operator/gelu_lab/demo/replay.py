@@ -51,7 +51,7 @@ def run_demo(kind: str, seed: int, console: Console) -> int:
         )
     console.print(ticks)
     assert final is not None
-    console.print(ledger_table({"status": final.to_dict()}, limit=12))
+    console.print(ledger_table({"status": final.to_dict()}, limit=12, width=console.width))
     finished = final.condition(final.stage.value)
     reason = f" ({finished.reason})" if finished is not None else ""
     console.print(

@@ -2,12 +2,16 @@
 
 Applies the scenario's rollout with the real ``kubectl``, sends traffic through the weights the
 operator sets, shows the rollout live, and returns the outcome, the timings and the ledger. The
-sandbox (and every process and file it made) is gone when this returns, Ctrl-C included.
+sandbox (and every process and file it made) is gone when this returns or raises, a
+cancellation included (:func:`~gelu_lab.sandbox.shutdown.run_until_stopped` turns SIGINT,
+SIGTERM and SIGHUP into one).
 """
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -72,6 +76,16 @@ def fault_to_zero_weight(status: Mapping[str, Any], scenario: Scenario) -> float
     return round((finished - started).total_seconds(), 1)
 
 
+def _kubectl_gelu() -> str:
+    """How to call the plugin from here: ``kubectl gelu`` if it is on PATH, else its path."""
+    if shutil.which("kubectl-gelu") is not None:
+        return "kubectl gelu"
+    beside = Path(sys.executable).parent / "kubectl-gelu"
+    if not beside.exists():
+        return "kubectl gelu"
+    return str(beside.relative_to(Path.cwd()) if beside.is_relative_to(Path.cwd()) else beside)
+
+
 async def run_scenario(
     scenario: Scenario,
     *,
@@ -100,6 +114,12 @@ async def run_scenario(
         await stack.apply(path)
         rollout: Mapping[str, Any] = {}
         outcome_at: float | None = None
+        if console is not None:
+            console.print(
+                f"[dim]follow it from another terminal: {_kubectl_gelu()} status {ROLLOUT_NAME}"
+                f" --watch --kubeconfig {stack.kubeconfig}[/dim]",
+                highlight=False,
+            )
         generator = TrafficGenerator(
             stack.api.url,
             "default",
@@ -110,18 +130,26 @@ async def run_scenario(
             gateway=stack.gateway,  # the example's analysis.latencyHistogram reads it
         )
         async with generator:
-            live = Live(console=console, refresh_per_second=4, transient=False) if view else None
+            # Redrawn when the rollout is read again, not on a timer: each frame is measured to
+            # fit the screen, and cropped should it still not (a screen under ~20 lines).
+            live = (
+                Live(console=console, auto_refresh=False, vertical_overflow="crop")
+                if view
+                else None
+            )
             try:
                 if live is not None:
                     live.start()
                 while time.monotonic() - applied < timeout_s:
                     if stack.operator_stopped:
-                        # The operator took the Ctrl-C (it handles SIGINT itself): stop too.
-                        raise KeyboardInterrupt
+                        assert stack.operator is not None
+                        operator = stack.operator
+                        problem = None if operator.cancelled() else operator.exception()
+                        raise RuntimeError(f"the operator stopped: {problem or 'no error'}")
                     rollout = await stack.rollout(ROLLOUT_NAME)
                     traffic = {arm: asdict(c) for arm, c in generator.counts().items()}
                     if live is not None and view is not None:
-                        live.update(view(rollout, traffic))
+                        live.update(view(rollout, traffic), refresh=True)
                     if (rollout.get("status") or {}).get("stage") in TERMINAL:
                         outcome_at = time.monotonic()
                         break

@@ -4,7 +4,9 @@ Each process starts in a session of its own, so that stopping it stops everythin
 started (a server's helper processes included): ``stop_process`` signals the whole
 process group, first SIGTERM, then SIGKILL when the grace period runs out. Every
 process started here is also stopped when the interpreter exits, in case its owner
-never got to do it (a test that failed half-way, an interrupted demo).
+never got to do it (a test that failed half-way, an interrupted demo), and by the
+:mod:`~gelu_lab.sandbox.janitor` if the interpreter never gets to exit (SIGKILL, a crash).
+The same goes for the temporary folders of ``temporary_folder``.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from gelu_lab.sandbox import janitor
 
 DEFAULT_STOP_TIMEOUT_S = 10.0
 # What the exit-time safety net grants each process left running.
@@ -96,6 +102,7 @@ def start_process(
             cwd=cwd,
             start_new_session=True,
         )
+    janitor.watch("group", proc.pid)
     with _running_lock:
         _running.add(proc)
     return proc
@@ -129,7 +136,22 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = DEFAULT_STOP_
     finally:
         with _running_lock:
             _running.discard(proc)
+        janitor.forget("group", pgid)
     return proc.returncode
+
+
+def temporary_folder(prefix: str) -> Path:
+    """A new folder under the temporary directory (``$TMPDIR``, else /tmp), removed by the
+    janitor should this process end before ``remove_folder`` removes it."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    janitor.watch("path", path)
+    return path
+
+
+def remove_folder(path: Path) -> None:
+    """Remove a folder of ``temporary_folder`` with everything in it."""
+    shutil.rmtree(path, ignore_errors=True)
+    janitor.forget("path", path)
 
 
 def running_processes() -> tuple[subprocess.Popen[bytes], ...]:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -40,8 +39,10 @@ import yaml
 
 from gelu_lab.sandbox.processes import (
     free_port,
+    remove_folder,
     start_process,
     stop_process,
+    temporary_folder,
     wait_until_ready,
 )
 
@@ -123,7 +124,7 @@ def render_config(
 def _cleanup(proc: subprocess.Popen[bytes] | None, workdir: Path, timeout_s: float) -> None:
     if proc is not None:
         stop_process(proc, timeout_s)
-    shutil.rmtree(workdir, ignore_errors=True)
+    remove_folder(workdir)
 
 
 class PrometheusServer:
@@ -164,7 +165,7 @@ class PrometheusServer:
                 f"{self.binary} not found: run `make setup` (it installs the Debian package "
                 "`prometheus`), or pass binary= to PrometheusServer"
             )
-        workdir = Path(tempfile.mkdtemp(prefix="gelu-prometheus-"))
+        workdir = temporary_folder("gelu-prometheus-")
         self._workdir = workdir
         self._finalizer = weakref.finalize(self, _cleanup, None, workdir, self.stop_timeout_s)
         self.set_targets([])

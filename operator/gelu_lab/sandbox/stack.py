@@ -18,7 +18,6 @@ import contextlib
 import json
 import shutil
 import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,9 @@ from typing import Any
 
 from gelu_lab.sandbox.emulator_server import EmulatorServer, serve_emulator
 from gelu_lab.sandbox.kubelet import PodRunner
+from gelu_lab.sandbox.processes import remove_folder, temporary_folder
 from gelu_lab.sandbox.prometheus import PrometheusServer, ScrapeTarget
+from gelu_lab.sandbox.shutdown import reclaim_signals
 from gelu_lab.sandbox.traffic import GatewayMetrics
 from gelu_rollout.resources.crd import render_crd
 from gelu_rollout.run import OperatorConfig, run_operator
@@ -60,7 +61,7 @@ class Sandbox:
 
     @property
     def operator_stopped(self) -> bool:
-        """Whether the operator has exited (it stops itself on SIGINT or SIGTERM)."""
+        """Whether the operator has exited (before the stack stopped it: it failed)."""
         return self.operator is not None and self.operator.done()
 
     async def kubectl(self, *args: str, stdin: str | None = None) -> str:
@@ -121,6 +122,21 @@ class Sandbox:
         return sorted(items, key=lambda e: int(e["metadata"].get("resourceVersion") or 0))
 
 
+async def _until_ready(operator: asyncio.Task[None], ready: asyncio.Event) -> None:
+    """Wait until the operator is ready; raise if it ends or takes too long first."""
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        await asyncio.wait({waiter, operator}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if ready.is_set():
+        return
+    if operator.done():
+        problem = operator.exception() if not operator.cancelled() else None
+        raise RuntimeError(f"the operator stopped before it was ready: {problem or 'no error'}")
+    raise TimeoutError("the operator was not ready after 30s")
+
+
 @contextlib.asynccontextmanager
 async def sandbox(
     *,
@@ -129,7 +145,7 @@ async def sandbox(
     keep_logs: Path | None = None,
 ) -> AsyncIterator[Sandbox]:
     """Start the stack; on exit stop everything and remove the temporary folder."""
-    workdir = Path(tempfile.mkdtemp(prefix="gelu-sandbox-"))
+    workdir = temporary_folder("gelu-sandbox-")
     try:
         with (
             PrometheusServer(scrape_interval_seconds=scrape_interval_seconds) as prometheus,
@@ -168,7 +184,9 @@ async def sandbox(
                         )
                     )
                     try:
-                        await asyncio.wait_for(ready.wait(), 30)
+                        await _until_ready(operator, ready)
+                        # Kopf took SIGINT and SIGTERM: a signal must stop all of the stack.
+                        reclaim_signals()
                         yield stack
                     finally:
                         stop.set()
@@ -179,4 +197,4 @@ async def sandbox(
     finally:
         if keep_logs is not None:
             shutil.copytree(workdir, keep_logs, dirs_exist_ok=True)
-        shutil.rmtree(workdir, ignore_errors=True)
+        remove_folder(workdir)

@@ -15,14 +15,21 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from gelu_lab.sandbox.processes import DIRECT, start_process, stop_process, wait_until_ready
+from gelu_lab.sandbox import janitor
+from gelu_lab.sandbox.processes import (
+    DIRECT,
+    remove_folder,
+    start_process,
+    stop_process,
+    temporary_folder,
+    wait_until_ready,
+)
 
 STUB_PYTHON: Final = "3.11"
 SYSTEM_PYTHON: Final = Path("/usr/bin/python3.11")
@@ -194,8 +201,9 @@ class TritonServer:
 
     def start(self) -> Self:
         install = self.install or find_triton()
-        self._workdir = Path(tempfile.mkdtemp(prefix="gelu-triton-"))
+        self._workdir = temporary_folder("gelu-triton-")
         self._shm_prefix = f"{self._workdir.name}-shm-"
+        janitor.watch("path", SHARED_MEMORY / f"{self._shm_prefix}*")
         try:
             backends = lay_out_backends(install, self._workdir / "backends")
             self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
@@ -293,8 +301,9 @@ class TritonServer:
         if self._shm_prefix:
             for region in SHARED_MEMORY.glob(f"{self._shm_prefix}*"):
                 region.unlink(missing_ok=True)
+            janitor.forget("path", SHARED_MEMORY / f"{self._shm_prefix}*")
         if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
+            remove_folder(self._workdir)
             self._workdir = None
 
     def _release_ports(self) -> None:

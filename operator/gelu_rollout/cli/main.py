@@ -102,6 +102,23 @@ def run(
     metrics_port: Annotated[int, typer.Option(help="Port of the operator's own metrics.")] = 8080,
     liveness_port: Annotated[int, typer.Option(help="Port of the /healthz liveness probe.")] = 8081,
     bind_address: Annotated[str, typer.Option(help="Address the two ports bind to.")] = "0.0.0.0",
+    peering: Annotated[
+        str | None,
+        typer.Option(
+            metavar="NAME",
+            help="Run beside other replicas with Kopf peering under this name: only the one of"
+            " highest priority works, the others take over when it stops. The operator creates"
+            " the peering object (ClusterKopfPeering, or a KopfPeering per namespace) where it"
+            " is missing; the peering CRDs must be installed. Default: standalone.",
+        ),
+    ] = None,
+    peering_priority: Annotated[
+        int | None,
+        typer.Option(
+            help="This replica's peering priority; replicas must differ. Default: derived from"
+            " the pod's name ($POD_ID, else the host name).",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Run the operator: reconcile every GeluModelRollout until interrupted."""
@@ -121,6 +138,8 @@ def run(
         metrics_port=metrics_port,
         liveness_port=liveness_port,
         bind_address=bind_address,
+        peering_name=peering,
+        peering_priority=peering_priority,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_operator(config))

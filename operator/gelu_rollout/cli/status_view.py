@@ -4,18 +4,23 @@ Everything here takes the rollout as the API server returns it (a mapping with `
 ``spec`` and ``status``) and gives rich renderables or plain text: the one-line summary, the
 header, the conditions, the decision ledger newest first with failures in bold red, and the
 kubectl-style rows of ``list``. ``kubectl gelu`` and the demo's live view both use it.
+
+Views fit the terminal: tables drop their least needed columns where a message would get too
+narrow (:func:`choose_columns`), and :class:`FitToHeight` shows the newest decisions that fit
+the screen's height, summing up the rest.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -313,6 +318,33 @@ def _table(title: str) -> Table:
     )
 
 
+MIN_MESSAGE_WIDTH: Final = 40
+"""The fewest columns a table's message gets before it drops other columns to widen it."""
+COLUMN_GAP: Final = 3
+"""What separates two columns of a :func:`_table` (padding, divider, padding)."""
+
+
+def choose_columns(
+    column_sets: Sequence[Sequence[str]],
+    rows: Sequence[Mapping[str, str]],
+    width: int | None,
+    message_width: int = MIN_MESSAGE_WIDTH,
+) -> Sequence[str]:
+    """The first of ``column_sets`` (richest first) whose columns, at their widest in ``rows``,
+    leave a message column beside them ``message_width`` wide; else the last. Every set when
+    ``width`` is None (no limit)."""
+    if width is None:
+        return column_sets[0]
+    for columns in column_sets:
+        needed = sum(
+            max([cell_len(column), *(cell_len(row.get(column, "")) for row in rows)])
+            for column in columns
+        )
+        if width - needed - COLUMN_GAP * len(columns) >= message_width:
+            return columns
+    return column_sets[-1]
+
+
 def conditions_table(
     rollout: Mapping[str, Any] | RolloutView, now: datetime | None = None
 ) -> Table:
@@ -349,7 +381,7 @@ def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
     for column in ("GATE", "DETECTS", "NEEDED", "HAVE", "UNIT", "MORE"):
         table.add_column(
             column,
-            no_wrap=column != "DETECTS",
+            no_wrap=column not in ("DETECTS", "UNIT"),
             justify="right" if column in ("NEEDED", "HAVE") else "left",
         )
     for entry in view.status.power_plan:
@@ -372,42 +404,139 @@ def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
     return table
 
 
+LEDGER_COLUMNS: Final = (
+    ("TIME (UTC)", "STEP", "WEIGHT", "GATE", "VERDICT", "VALUE", "THRESHOLD", "SAMPLES", "WINDOW"),
+    ("TIME (UTC)", "STEP", "WEIGHT", "GATE", "VERDICT", "VALUE", "THRESHOLD"),
+    ("TIME (UTC)", "STEP", "GATE", "VERDICT"),
+    ("TIME (UTC)", "GATE", "VERDICT"),
+)
+"""The ledger's columns beside MESSAGE, richest first; a narrower terminal gets a later set
+(the message says the value and its limit in words too)."""
+_RIGHT_ALIGNED: Final = frozenset({"VALUE", "THRESHOLD", "SAMPLES", "WINDOW"})
+
+
+def _ledger_cells(entry: LedgerEntry) -> dict[str, str]:
+    return {
+        "TIME (UTC)": entry.time.astimezone(UTC).strftime("%H:%M:%S"),
+        "STEP": _ledger_step(entry),
+        "WEIGHT": f"{entry.weight}%",
+        "GATE": entry.gate,
+        "VERDICT": f"{entry.verdict} ({entry.basis})" if entry.basis else entry.verdict,
+        "VALUE": number(entry.value),
+        "THRESHOLD": number(entry.threshold),
+        "SAMPLES": number(entry.samples),
+        "WINDOW": human_duration(entry.window_seconds) if entry.window_seconds else "-",
+    }
+
+
+def hidden_note(hidden: int, shown: int) -> str:
+    """What stands for the decisions left out: ``… 12 earlier decisions``."""
+    noun = "decision" if hidden == 1 else "decisions"
+    return f"… {hidden} earlier {noun}" if shown else f"… {hidden} {noun}"
+
+
 def ledger_table(
     rollout: Mapping[str, Any] | RolloutView,
     now: datetime | None = None,
     *,
     limit: int | None = None,
+    width: int | None = None,
 ) -> Table:
-    """The decision ledger newest first (at most ``limit`` rows); failures in bold red."""
+    """The decision ledger newest first (at most ``limit`` rows, the rest summed up below);
+    failures in bold red; the columns that fit ``width`` (all of them without one)."""
     view = _view(rollout)
     entries = newest_first(view.status.ledger)
     shown = entries if limit is None else entries[: max(limit, 0)]
     hidden = len(entries) - len(shown)
-    title = "Decisions (newest first)"
+    table = _table("Decisions (newest first)")
     if hidden:
-        title += f", {hidden} older not shown"
-    table = _table(title)
-    for column in ("TIME (UTC)", "STEP", "WEIGHT", "GATE", "VERDICT"):
-        table.add_column(column, no_wrap=True)
-    for column in ("VALUE", "THRESHOLD", "SAMPLES", "WINDOW"):
-        table.add_column(column, no_wrap=True, justify="right")
-    table.add_column("MESSAGE", overflow="fold")
-    for entry in shown:
-        failed = entry.verdict == "Fail"
-        table.add_row(
-            entry.time.astimezone(UTC).strftime("%H:%M:%S"),
-            _ledger_step(entry),
-            f"{entry.weight}%",
-            entry.gate,
-            verdict_text(f"{entry.verdict} ({entry.basis})" if entry.basis else entry.verdict),
-            number(entry.value),
-            number(entry.threshold),
-            number(entry.samples),
-            human_duration(entry.window_seconds) if entry.window_seconds else "-",
-            entry.message,
-            style=FAIL_STYLE if failed else None,
+        table.caption = hidden_note(hidden, len(shown))
+        table.caption_justify = "left"
+    cells = [_ledger_cells(entry) for entry in shown]
+    columns = choose_columns(LEDGER_COLUMNS, cells, width)
+    for column in columns:
+        table.add_column(
+            column, no_wrap=True, justify="right" if column in _RIGHT_ALIGNED else "left"
         )
+    table.add_column("MESSAGE", overflow="fold")
+    for entry, row in zip(shown, cells, strict=True):
+        values: list[RenderableType] = [
+            verdict_text(row[c]) if c == "VERDICT" else row[c] for c in columns
+        ]
+        table.add_row(*values, entry.message, style=FAIL_STYLE if entry.verdict == "Fail" else None)
     return table
+
+
+def fitted_ledger(
+    rollout: Mapping[str, Any] | RolloutView,
+    now: datetime | None = None,
+    *,
+    limit: int,
+    width: int | None = None,
+) -> RenderableType:
+    """:func:`ledger_table` with at most ``limit`` rows; where none fits, only the line that
+    says how many there are (a table of headings alone would take three lines for nothing)."""
+    view = _view(rollout)
+    if limit > 0 or not view.status.ledger:
+        return ledger_table(view, now, limit=limit, width=width)
+    return Text(hidden_note(len(view.status.ledger), 0), style="dim")
+
+
+Layout = Callable[[int, int], RenderableType]
+"""A view drawn with at most ``limit`` ledger rows, ``width`` columns wide."""
+
+
+class FitToHeight:
+    """The first of ``layouts`` (most detailed first) that fits the screen's height with at
+    least ``least`` of the ``rows`` ledger rows, drawn with as many as fit; if none does, the
+    last, with as many as fit (possibly none).
+
+    Measured by rendering, so wrapped messages count as the lines they take. For
+    ``rich.live.Live``, whose frame must fit the screen to be redrawn in place: one line less
+    than the screen's, for the cursor's line after the frame, so that the frame stays whole on
+    the screen once the command has ended.
+    """
+
+    def __init__(
+        self, layouts: Sequence[Layout], rows: int, *, least: int = 1, height: int | None = None
+    ) -> None:
+        self.layouts = layouts
+        self.rows = rows
+        self.least = min(least, rows)
+        self.height = height
+
+    def _lines(self, console: Console, options: ConsoleOptions, view: RenderableType) -> int:
+        return len(console.render_lines(view, options, pad=False))
+
+    def _most_rows(self, console: Console, options: ConsoleOptions, layout: Layout) -> int | None:
+        """The most ledger rows with which ``layout`` fits, None if it does not fit at all."""
+        height = self.height or options.size.height - 1
+        width = options.max_width
+
+        def fits(rows: int) -> bool:
+            return self._lines(console, options, layout(rows, width)) <= height
+
+        if not fits(0):
+            return None
+        low, high = 0, self.rows  # fits(low); the height only grows with the rows
+        while low < high:
+            middle = (low + high + 1) // 2
+            if fits(middle):
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        measure = options.update(height=None)
+        most = 0
+        for layout in self.layouts:
+            found = self._most_rows(console, measure, layout)
+            if found is not None and found >= self.least:
+                yield layout(found, options.max_width)
+                return
+            most = found or 0
+        yield self.layouts[-1](most, options.max_width)
 
 
 def summary_text(rollout: Mapping[str, Any] | RolloutView) -> Text:
@@ -416,28 +545,73 @@ def summary_text(rollout: Mapping[str, Any] | RolloutView) -> Text:
     return Text(summary_line(view), style=STAGE_STYLES.get(view.status.stage, ""))
 
 
+def compact_header(rollout: Mapping[str, Any] | RolloutView, now: datetime | None = None) -> Text:
+    """The header's essentials in a line or two, for a short screen."""
+    view = _view(rollout)
+    now = now or datetime.now(UTC)
+    status = view.status
+    last = verdict(view)
+    return Text.assemble(
+        (f"{view.namespace}/{view.name}", "bold"),
+        "  ",
+        _stage_text(status.stage),
+        f"  step {step_label(view)}  weight {status.candidate_weight}%",
+        f"  {view.baseline} → {view.candidate}  verdict ",
+        (last or NONE, VERDICT_STYLES.get(last or "", "")),
+        f"  age {age(view.created, now)}",
+    )
+
+
 def render_status(
     rollout: Mapping[str, Any],
     *,
     now: datetime | None = None,
     ledger_limit: int | None = None,
+    width: int | None = None,
+    detail: int = 2,
 ) -> RenderableType:
     """The whole status view: summary line, header, conditions, the power plan while the
-    rollout runs, and the decision ledger."""
+    rollout runs, and the decision ledger (its columns those that fit ``width``).
+
+    ``detail`` 1 leaves the power plan out, 0 the conditions too and shortens the header: for
+    screens too short for the rest (see :func:`status_layouts`).
+    """
     view = read_rollout(rollout)
     now = now or datetime.now(UTC)
-    parts: list[RenderableType] = [summary_text(view), Text(), header(view, now), Text()]
-    parts.append(
-        conditions_table(view, now) if view.status.conditions else Text("Conditions: none")
-    )
-    parts.append(Text())
-    if view.status.power_plan and not view.status.stage.terminal:
+    parts: list[RenderableType] = [summary_text(view), Text()]
+    if detail > 0:
+        parts += [header(view, now), Text()]
+        parts.append(
+            conditions_table(view, now) if view.status.conditions else Text("Conditions: none")
+        )
+        parts.append(Text())
+    else:
+        parts += [compact_header(view, now), Text()]
+    if detail > 1 and view.status.power_plan and not view.status.stage.terminal:
         parts += [power_plan_table(view), Text()]
-    if view.status.ledger:
-        parts.append(ledger_table(view, now, limit=ledger_limit))
+    if view.status.ledger and ledger_limit is not None:
+        parts.append(fitted_ledger(view, now, limit=ledger_limit, width=width))
+    elif view.status.ledger:
+        parts.append(ledger_table(view, now, width=width))
     else:
         parts.append(Text("Decisions: none yet"))
     return Group(*parts)
+
+
+def status_layouts(
+    rollout: Mapping[str, Any], now: datetime | None = None, footer: Sequence[RenderableType] = ()
+) -> list[Layout]:
+    """:func:`render_status` at each level of detail, most first, each followed by
+    ``footer``: the layouts :class:`FitToHeight` picks from."""
+    now = now or datetime.now(UTC)
+
+    def layout(detail: int) -> Layout:
+        return lambda limit, width: Group(
+            render_status(rollout, now=now, ledger_limit=limit, width=width, detail=detail),
+            *footer,
+        )
+
+    return [layout(detail) for detail in (2, 1, 0)]
 
 
 def to_text(renderable: RenderableType, *, width: int = 160) -> str:

@@ -14,7 +14,6 @@ import datetime
 import itertools
 import logging
 import shutil
-import tempfile
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +53,7 @@ from gelu_lab.sandbox.kubelet.volumes import (
     repository_files,
 )
 from gelu_lab.sandbox.login import emulator_login
+from gelu_lab.sandbox.processes import remove_folder, temporary_folder
 from gelu_lab.sandbox.prometheus import PrometheusServer
 from gelu_lab.sandbox.triton import TritonInstall, TritonServer, find_triton
 from gelu_rollout.adapters.kube import KubeClient, KubeError
@@ -134,7 +134,7 @@ class PodRunner:
         try:
             if self.install is None:
                 self.install = await loop.run_in_executor(self._executor, find_triton)
-            self._workdir = Path(tempfile.mkdtemp(prefix="gelu-pods-"))
+            self._workdir = temporary_folder("gelu-pods-")
             if self.log_dir is not None:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
         except BaseException:
@@ -163,7 +163,7 @@ class PodRunner:
                 await self._probe_session.close()
                 self._probe_session = None
             if self._workdir is not None:
-                shutil.rmtree(self._workdir, ignore_errors=True)
+                remove_folder(self._workdir)
                 self._workdir = None
 
     async def __aenter__(self) -> Self:

@@ -11,12 +11,10 @@ loop :mod:`.watch`, the manual requests :mod:`.requests`; the rendering lives in
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Coroutine
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from gelu_rollout.adapters.kube import KubeError
 from gelu_rollout.adapters.kube.kinds import ROLLOUT
@@ -30,6 +28,7 @@ from gelu_rollout.cli.kubectl.connection import (
 )
 from gelu_rollout.cli.kubectl.requests import RESOURCE, WHAT_HAPPENS, send_request
 from gelu_rollout.cli.kubectl.watch import watch_rollout
+from gelu_rollout.cli.output import make_console
 from gelu_rollout.cli.status_view import format_columns, list_rows, render_status, to_text
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, RequestKind
 from gelu_rollout.spec import PLURAL, Stage
@@ -42,10 +41,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-NON_TERMINAL_WIDTH: Final = 200
-"""Lines are this long when the output is not a terminal (a pipe, a CI log) and $COLUMNS is
-not set."""
 
 NamespaceOption = Annotated[
     str | None,
@@ -70,13 +65,6 @@ ContextOption = Annotated[
 ]
 NameArgument = Annotated[str, typer.Argument(help="The GeluModelRollout's name.")]
 T = TypeVar("T")
-
-
-def _console() -> Console:
-    console = Console(highlight=False)
-    if not console.is_terminal and not os.environ.get("COLUMNS"):
-        console = Console(highlight=False, width=NON_TERMINAL_WIDTH)
-    return console
 
 
 # --- global options ----------------------------------------------------------------------
@@ -132,15 +120,16 @@ def status(
 ) -> None:
     """Stage, step, weights, conditions and the decision ledger (newest first)."""
     connection = _connection(ctx, Connection(kubeconfig, context, namespace))
-    console = _console()
+    console = make_console()
     with kubectl_errors():
         cluster = connect(connection)
         if not watch:
             rollout = _run(cluster, get_rollout(cluster, name))
+            view = render_status(rollout, width=console.width)
             if console.is_terminal:
-                console.print(render_status(rollout))
+                console.print(view)
             else:  # plain text for pipes and logs, without rich's trailing padding
-                typer.echo(to_text(render_status(rollout), width=console.width), nl=False)
+                typer.echo(to_text(view, width=console.width), nl=False)
             return
         try:
             outcome = _run(cluster, watch_rollout(cluster, name, console, interval_seconds))

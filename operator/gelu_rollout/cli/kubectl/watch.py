@@ -12,13 +12,15 @@ from rich.text import Text
 
 from gelu_rollout.adapters.kube import KubeError, Object
 from gelu_rollout.cli.kubectl.connection import EXPECTED_ERRORS, Cluster, describe, get_rollout
-from gelu_rollout.cli.status_view import read_rollout, render_status, summary_line, to_text
+from gelu_rollout.cli.status_view import (
+    FitToHeight,
+    read_rollout,
+    render_status,
+    status_layouts,
+    summary_line,
+    to_text,
+)
 from gelu_rollout.spec import Stage
-
-
-def _ledger_rows(console: Console) -> int:
-    """How many ledger rows fit under the header in a terminal of this height."""
-    return max(5, console.size.height - 30)
 
 
 async def _poll(cluster: Cluster, name: str) -> tuple[Object | None, str | None]:
@@ -37,33 +39,35 @@ async def watch_rollout(
 ) -> Stage:
     """Follow the rollout until it is promoted or rolled back; return that stage.
 
-    In a terminal the view is redrawn in place (``rich.live.Live``); elsewhere (a pipe, a CI
-    log) each new summary line is printed with its time, then the whole status at the end.
+    In a terminal the view is redrawn in place (``rich.live.Live``), fitted to the screen: the
+    newest decisions that fit, less detail on a short screen; elsewhere (a pipe, a CI log)
+    each new summary line is printed with its time, then the whole status at the end.
     """
     if not console.is_terminal:
         return await _watch_plain(cluster, name, console, interval_seconds)
     last: Object | None = None
-    with Live(console=console, auto_refresh=False, transient=False) as live:
+    with Live(console=console, auto_refresh=False, vertical_overflow="crop") as live:
         while True:
             rollout, problem = await _poll(cluster, name)
             last = rollout or last
             stage = read_rollout(last).status.stage if last is not None else None
             done = stage is not None and stage.terminal
-            parts: list[RenderableType] = []
-            if last is not None:
-                limit = None if done else _ledger_rows(console)
-                parts.append(render_status(last, ledger_limit=limit))
+            footer: list[RenderableType] = []
             if problem is not None:
-                parts.append(Text(f"error: {problem} (retrying)", style="yellow"))
+                footer.append(Text(f"error: {problem} (retrying)", style="yellow"))
             if not done:
-                parts.append(
+                footer.append(
                     Text(
                         f"\nwatching every {interval_seconds:g}s, "
                         f"{datetime.now(UTC):%H:%M:%S} UTC; Ctrl-C to stop",
                         style="dim",
                     )
                 )
-            live.update(Group(*parts), refresh=True)
+            view: RenderableType = Group(*footer)
+            if last is not None:
+                rows = len(read_rollout(last).status.ledger)
+                view = FitToHeight(status_layouts(last, footer=footer), rows, least=3)
+            live.update(view, refresh=True)
             if stage is not None and done:
                 return stage
             await asyncio.sleep(interval_seconds)
@@ -86,6 +90,7 @@ async def _watch_plain(
                 last_summary = summary
             if view.status.stage.terminal:
                 typer.echo()
-                typer.echo(to_text(render_status(rollout), width=console.width), nl=False)
+                text = to_text(render_status(rollout, width=console.width), width=console.width)
+                typer.echo(text, nl=False)
                 return view.status.stage
         await asyncio.sleep(interval_seconds)
