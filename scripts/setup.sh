@@ -113,8 +113,18 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$(sources_hash)" ]; then
   sources_hash >"$STAMP"
 fi
 
+# 5. The sandbox's S3 server (moto), in an environment of its own: its AWS libraries pin an
+# older python-dateutil than the Kubernetes client accepts.
+S3_VENV=build/s3-venv
+if [ ! -x "$S3_VENV/bin/moto_server" ]; then
+  moto="moto[server]>=5.0"
+  stage "S3 server for the sandbox ($moto, in $S3_VENV)" \
+    bash -c "'$PYTHON' -m venv '$S3_VENV' && '$S3_VENV/bin/python' -m pip install \
+      --disable-pip-version-check --no-input --progress-bar off '$moto'"
+fi
+
 if $log_started; then
   echo "setup: done in $(elapsed "$started"); the tools' output is in $LOG"
 else
-  echo "setup: all installed (${SYSTEM_PACKAGES[*]}; $VENV with Triton, gelu-rollout and its lab)"
+  echo "setup: all installed (${SYSTEM_PACKAGES[*]}; $VENV with Triton, gelu-rollout and its lab; $S3_VENV)"
 fi

@@ -23,6 +23,7 @@ from gelu_rollout.adapters.kube.kinds import (
     DEPLOYMENT,
     HTTP_ROUTE,
     OWNED_KINDS,
+    POD,
     kind_of,
 )
 from gelu_rollout.adapters.prometheus.observer import Observer
@@ -48,9 +49,10 @@ from gelu_rollout.resources.names import (
     owned_selector,
     service_name,
 )
+from gelu_rollout.resources.pod_status import pod_problems
 from gelu_rollout.resources.traffic import route_backends_patch
 from gelu_rollout.resources.workloads import HTTP_PORT
-from gelu_rollout.rollout.conditions import ConditionType, Reason, set_condition
+from gelu_rollout.rollout.conditions import ConditionType, Reason, Resources, summarize
 from gelu_rollout.rollout.decide import AnalysisState, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
 from gelu_rollout.rollout.events import EmitEvent
@@ -85,7 +87,7 @@ class TickResult:
 
 @dataclass(frozen=True)
 class World:
-    """What applying the owned resources found."""
+    """What applying the owned resources found: the ResourcesReady condition."""
 
     ready: bool
     reason: Reason
@@ -124,6 +126,7 @@ class Controller:
                 EmitEvent("Warning", Reason.SPEC_CHANGED.value, f"unreadable status reset: {error}")
             )
             status = RolloutStatus()
+        written = status.conditions
         owner = OwnerRef.from_body(body)
         repositories, problem = await self._repositories(spec, namespace)
         if repositories is None:
@@ -138,25 +141,25 @@ class Controller:
         if (
             self._due(spec, status, now)
             or request is not None
-            or generation != status.observed_generation
+            or generation != status.rollout_generation()
         ):
             observations = await self._observe(spec, status, namespace, name, now, request)
             decision = decide(spec, status, observations, now, generation=generation)
             status, results = decision.status, decision.results
             events.extend(decision.events)
         world = await self._apply(owner, spec, status, repositories)
-        status = status.model_copy(
-            update={
-                "conditions": set_condition(
-                    status.conditions,
-                    ConditionType.READY,
-                    world.ready,
-                    world.reason,
-                    world.message,
-                    now,
-                    generation,
-                )
-            }
+        if world.reason is Reason.PODS_FAILING:
+            before = next((c for c in written if c.type == ConditionType.RESOURCES_READY), None)
+            if before is None or before.message != world.message:
+                events.append(EmitEvent("Warning", world.reason.value, world.message))
+        # Every tick, decided or not: the summary follows the resources, and observedGeneration
+        # says this generation was judged.
+        status = summarize(
+            status,
+            now,
+            generation,
+            resources=Resources(world.ready, world.reason, world.message),
+            previous=written,
         )
         self.metrics.record(
             namespace,
@@ -364,33 +367,31 @@ class Controller:
             and not _deployment_ready(existing.get(_key(obj)) or {}, int(obj["spec"]["replicas"]))
         ]
         if waiting:
+            pods = await self.kube.list(POD, owner.namespace, owned_selector(owner.name))
+            problems = pod_problems(pods)
+            if problems:
+                return World(False, Reason.PODS_FAILING, "; ".join(problems[:3]))
             return World(False, Reason.WAITING_FOR_PODS, f"waiting for {', '.join(waiting)}")
-        return World(True, Reason.RESOURCES_READY, "every owned resource is applied and ready")
+        return World(True, Reason.RESOURCES_APPLIED, "every owned resource is applied and ready")
 
     # -- record ------------------------------------------------------------------------------
 
     def _not_ready(
         self, raw_status: Mapping[str, Any], reason: Reason, message: str, generation: int | None
     ) -> TickResult:
-        """The spec cannot be acted on: say why in the Ready condition, touch nothing else."""
+        """The spec cannot be acted on: say why (Stalled, Ready and ResourcesReady False), touch
+        nothing else. The generation counts as observed: its problem is what the status says."""
         try:
             status = parse_status(raw_status)
         except SpecError:
             status = RolloutStatus()
-        previous = status.condition(ConditionType.READY.value)
-        conditions = set_condition(
-            status.conditions,
-            ConditionType.READY,
-            False,
-            reason,
-            message,
-            self.clock(),
-            generation,
-        )
+        previous = status.condition(ConditionType.STALLED.value)
         events: tuple[EmitEvent, ...] = ()
-        if previous is None or previous.message != message:
+        if previous is None or (previous.reason, previous.message) != (reason.value, message):
             events = (EmitEvent("Warning", reason.value, message),)
-        status = status.model_copy(update={"conditions": conditions})
+        status = summarize(
+            status, self.clock(), generation, resources=Resources(False, reason, message)
+        )
         return TickResult(_status_patch(raw_status, status), events)
 
 

@@ -149,7 +149,14 @@ async def test_healthy_tanh_candidate_is_promoted_through_an_httproute() -> None
         assert {25, 50} <= seen_weights
         assert condition(rollout, "Promoted")["status"] == "True"
         assert condition(rollout, "Promoted")["reason"] == "AllStepsPassed"
+        # Ready only once promoted; the status speaks of the spec as it is.
         assert condition(rollout, "Ready")["status"] == "True"
+        assert condition(rollout, "Ready")["reason"] == "AllStepsPassed"
+        assert condition(rollout, "Reconciling")["status"] == "False"
+        assert condition(rollout, "Stalled")["status"] == "False"
+        generation = rollout["metadata"]["generation"]
+        assert status["observedGeneration"] == generation
+        assert {c["observedGeneration"] for c in status["conditions"]} == {generation}
         ledger = status["ledger"]
         assert ledger[0]["gate"] == "probe"
         assert ledger[0]["verdict"] == "Pass"
@@ -201,6 +208,9 @@ async def test_nan_candidate_is_rolled_back_by_the_probe_before_any_traffic() ->
         assert status["stage"] == "RolledBack"
         assert max(weights) == 0, "the candidate never received traffic"
         assert condition(rollout, "RolledBack")["reason"] == "ProbeFailed"
+        assert condition(rollout, "Stalled")["status"] == "True"
+        assert condition(rollout, "Stalled")["reason"] == "ProbeFailed"
+        assert condition(rollout, "Ready")["status"] == "False"
         [entry] = [e for e in status["ledger"] if e["gate"] == "probe"]
         assert entry["verdict"] == "Fail"
         assert entry["weight"] == 0
@@ -299,6 +309,10 @@ async def test_prometheus_outage_holds_the_rollout_without_promoting() -> None:
         status = rollout["status"]
         assert status["stage"] in ("Progressing", "Paused"), status
         assert condition(rollout, "Promoted")["status"] == "False"
+        assert condition(rollout, "Ready")["status"] == "False"
+        # Waiting for data within its time is reconciling; paused past it is stalled.
+        held = "Reconciling" if status["stage"] == "Progressing" else "Stalled"
+        assert condition(rollout, held)["status"] == "True"
         latest = [e for e in status["ledger"] if e["gate"] == "errorRate"][-1]
         assert latest["verdict"] == "Inconclusive"
         assert "unreachable" in latest["message"]

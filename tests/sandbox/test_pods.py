@@ -444,3 +444,57 @@ async def test_leaving_the_runner_stops_starting_and_running_servers(tmp_path: P
         assert runner.pods() == []
         assert await kube.list(kinds.POD, NAMESPACE) == []
         assert (tmp_path / "logs").is_dir()  # logs stay where the caller asked for them
+
+
+async def _waiting_pod(kube: KubeClient, deployment: str) -> dict[str, Any] | None:
+    """A Pod of ``deployment`` whose container waits (a crash loop, a config error)."""
+    for pod in await kube.list(kinds.POD, NAMESPACE):
+        if not pod["metadata"]["name"].startswith(deployment):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            if "waiting" in (container.get("state") or {}):
+                return pod
+    return None
+
+
+def _stored(uri: str, **storage: str) -> dict[str, Any]:
+    arm: dict[str, Any] = {"storageUri": uri, "revision": "1"}
+    if storage:
+        arm["storage"] = storage
+    deployment = render_deployment(
+        _owner(), parse_spec(SPEC).model, "candidate", ArmSource(ArmSpec(**arm)), 1
+    )
+    deployment["metadata"].pop("ownerReferences", None)
+    return deployment
+
+
+@pytest.mark.triton
+@pytest.mark.asyncio
+async def test_pods_that_cannot_start_are_shown_as_a_kubelet_shows_them(stack: Stack) -> None:
+    # A claim nobody made: the container cannot be set up.
+    unstartable = _stored("pvc://missing-claim/models")
+    name = unstartable["metadata"]["name"]
+    await stack.kube.create(unstartable)
+    pod = await wait_until(
+        lambda: _waiting_pod(stack.kube, name), timeout_s=20, what="a waiting pod"
+    )
+    [container] = pod["status"]["containerStatuses"]
+    assert container["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    assert (
+        'persistentvolumeclaim "missing-claim" not found'
+        in container["state"]["waiting"]["message"]
+    )
+    await stack.kube.delete(kinds.DEPLOYMENT, NAMESPACE, name)
+    # A model that does not load: the server exits and the pod crash-loops, its last
+    # termination carrying the end of the server's log.
+    claim = stack.runner.volume_path(NAMESPACE, "broken")
+    (claim / "models" / MODEL).mkdir(parents=True)
+    (claim / "models" / MODEL / "config.pbtxt").write_text("this is not a model config\n")
+    await stack.kube.create(_stored("pvc://broken/models"))
+    pod = await wait_until(
+        lambda: _waiting_pod(stack.kube, name), timeout_s=60, what="a crash loop"
+    )
+    [container] = pod["status"]["containerStatuses"]
+    assert container["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert container["restartCount"] >= 1
+    assert "tritonserver exited" in container["lastState"]["terminated"]["message"]

@@ -112,6 +112,7 @@ def test_missing_metrics_never_promote_and_pause_at_the_deadline() -> None:
         assert all(r.verdict.value == "Inconclusive" for r in decision.results)
     assert driver.status.stage is Stage.PAUSED
     assert condition(driver, "Stalled") == ("True", "InsufficientData")
+    assert condition(driver, "Reconciling")[0] == "False"
     assert reasons(driver).count("InsufficientData") == 1
 
 
@@ -292,7 +293,9 @@ def test_condition_transition_time_moves_only_when_its_status_changes() -> None:
         "Progressing",
         "Promoted",
         "RolledBack",
+        "Reconciling",
         "Stalled",
+        "Ready",
     ]
 
 

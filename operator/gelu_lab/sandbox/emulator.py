@@ -167,6 +167,8 @@ def sandbox_resources() -> dict[str, kmock.ResourceInfo]:
             "Namespace", namespaced=False, shortnames=["ns"], subresources=["status"]
         ),
         "v1/configmaps": _info("ConfigMap", shortnames=["cm"]),
+        # Read by the sandbox's kubelet for containers' env (storage credentials).
+        "v1/secrets": _info("Secret"),
         "v1/services": _info("Service", shortnames=["svc"], subresources=["status"]),
         "v1/events": _info("Event", shortnames=["ev"]),
         "v1/pods": _info("Pod", shortnames=["po"], subresources=["status"]),

@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -152,13 +153,20 @@ class TritonServer:
 
     def __init__(
         self,
-        repository: Path,
+        repository: Path | str,
         *,
         install: TritonInstall | None = None,
         log_path: Path | None = None,
         ready_timeout_s: float = 60.0,
+        extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
     ) -> None:
+        """``repository``: a folder, or a URL Triton reads itself (``s3://...``, ``gs://...``);
+        ``extra_args`` go after the server's own, ``extra_env`` into its environment (a
+        pod's container args and env, as the sandbox's kubelet passes them on)."""
         self.repository = repository
+        self.extra_args = tuple(extra_args)
+        self.extra_env = dict(extra_env or {})
         self.install = install
         self.ready_timeout_s = ready_timeout_s
         self._workdir: Path | None = None
@@ -207,7 +215,7 @@ class TritonServer:
         try:
             backends = lay_out_backends(install, self._workdir / "backends")
             self._log_path = self._given_log_path or self._workdir / "tritonserver.log"
-            env = dict(os.environ)
+            env = {**os.environ, **self.extra_env}
             env["LD_LIBRARY_PATH"] = os.pathsep.join(
                 p for p in (str(install.libraries), env.get("LD_LIBRARY_PATH", "")) if p
             )
@@ -248,6 +256,7 @@ class TritonServer:
             "--allow-gpu-metrics=false",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            *self.extra_args,
         ]
 
     def _lost_port_race(self) -> bool:

@@ -40,7 +40,13 @@ from gelu_rollout.analysis.observations import (
 )
 from gelu_rollout.analysis.tail_latency import tick_cap
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
-from gelu_rollout.rollout.conditions import FAILURE_REASONS, ConditionType, Reason, set_condition
+from gelu_rollout.rollout.conditions import (
+    FAILURE_REASONS,
+    ConditionType,
+    Reason,
+    set_condition,
+    summarize,
+)
 from gelu_rollout.rollout.evaluate import (
     alpha_per_test,
     evaluate_gates,
@@ -126,6 +132,8 @@ class _Next:
         self.status = status
         self.now = now
         self.generation = generation if generation is not None else status.observed_generation
+        # The conditions as last written: the summary's transition times are measured on them.
+        self.written = status.conditions
         self.events: list[EmitEvent] = []
         # Gate results of this tick, and the verdicts of the tick before: the
         # ledger records every gate at a decision, otherwise only changes.
@@ -176,6 +184,7 @@ class _Next:
 
     def decision(self) -> Decision:
         self._record()
+        self.status = summarize(self.status, self.now, self.generation, previous=self.written)
         return Decision(self.status, tuple(self.events), self.results)
 
 
@@ -197,14 +206,13 @@ def _probe_first(n: _Next, reason: Reason, message: str) -> None:
         step_started_at=None,
         finished_at=None,
         last_verdict=None,
-        observed_generation=n.generation,
+        started_generation=n.generation,
         message="probing the candidate before any traffic moves",
     )
     n.analysis(AnalysisState())
     n.condition(ConditionType.PROGRESSING, True, reason, message)
     n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
     n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
-    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "probing")
     n.event(reason, message)
 
 
@@ -237,10 +245,14 @@ def _pending(n: _Next, observations: Observations) -> None:
     n.analysis(AnalysisState(verdicts={result.gate: result.verdict.value}))
     waited = (n.now - n.status.started_at).total_seconds()
     limit = n.spec.analysis.insufficient_data.max_extension_seconds
-    stalled = n.status.condition(ConditionType.STALLED.value)
-    if waited >= limit and (stalled is None or stalled.status != "True"):
+    progressing = n.status.condition(ConditionType.PROGRESSING.value)
+    if waited >= limit and (
+        progressing is None or progressing.reason != Reason.PROBE_INCONCLUSIVE.value
+    ):
+        # The summary reads this reason as Stalled: the probe keeps trying, but past its
+        # deadline a person should look.
         message = f"probe still inconclusive after {waited:.0f}s: {result.message}"
-        n.condition(ConditionType.STALLED, True, Reason.PROBE_INCONCLUSIVE, message)
+        n.condition(ConditionType.PROGRESSING, True, Reason.PROBE_INCONCLUSIVE, message)
         n.event(Reason.PROBE_INCONCLUSIVE, message, warning=True)
 
 
@@ -256,14 +268,13 @@ def _start(n: _Next, reason: Reason, message: str) -> None:
         step_started_at=n.now,
         finished_at=None,
         last_verdict=None,
-        observed_generation=n.generation,
+        started_generation=n.generation,
         message=f"step 1/{len(spec.traffic.steps)}: {weight}% of traffic to the candidate",
     )
     n.analysis(AnalysisState())
     n.condition(ConditionType.PROGRESSING, True, reason, message)
     n.condition(ConditionType.PROMOTED, False, Reason.NOT_PROMOTED, "not promoted yet")
     n.condition(ConditionType.ROLLED_BACK, False, Reason.NOT_ROLLED_BACK, "not rolled back")
-    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis has data")
     n.event(reason, message)
 
 
@@ -277,7 +288,6 @@ def _roll_back(n: _Next, reason: Reason, message: str) -> None:
     )
     n.condition(ConditionType.ROLLED_BACK, True, reason, message)
     n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "rolled back")
-    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
     n.event(reason, message, warning=True)
 
 
@@ -286,7 +296,6 @@ def _promote(n: _Next, reason: Reason, message: str) -> None:
     n.update(stage=Stage.PROMOTED, candidate_weight=100, finished_at=n.now, message=message)
     n.condition(ConditionType.PROMOTED, True, reason, message)
     n.condition(ConditionType.PROGRESSING, False, Reason.FINISHED, "promoted")
-    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "finished")
     n.event(reason, message)
 
 
@@ -310,7 +319,6 @@ def _advance(n: _Next, note: str = "") -> None:
         )
     )
     n.condition(ConditionType.PROGRESSING, True, Reason.STEP_ADVANCED, message)
-    n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis has data")
     n.event(Reason.STEP_ADVANCED, message)
 
 
@@ -477,11 +485,8 @@ def decide(
     if request is not None:
         n.update(handled_request=request.id)
 
-    spec_changed = (
-        generation is not None
-        and status.observed_generation is not None
-        and generation != status.observed_generation
-    )
+    started = status.rollout_generation()
+    spec_changed = generation is not None and started is not None and generation != started
     if spec_changed:
         _begin(n, Reason.SPEC_CHANGED, f"spec changed (generation {generation}): analysis restarts")
         return n.decision()
@@ -539,7 +544,6 @@ def decide(
             n.update(stage=Stage.PROGRESSING, step_started_at=now, message=message)
             n.analysis(AnalysisState(observed_at=observations.at))
             n.condition(ConditionType.PROGRESSING, True, Reason.RETRIED, message)
-            n.condition(ConditionType.STALLED, False, Reason.NOT_STALLED, "analysis restarted")
             n.event(Reason.RETRIED, message)
             return n.decision()
         n.event(Reason.REQUEST_IGNORED, "retry ignored: the rollout is progressing")
@@ -609,6 +613,5 @@ def _progress(n: _Next, results: Sequence[GateResult]) -> None:
         _roll_back(n, reason, message)
         return
     n.update(stage=Stage.PAUSED, message=message)
-    n.condition(ConditionType.STALLED, True, reason, message)
     n.condition(ConditionType.PROGRESSING, False, reason, message)
     n.event(reason, message, warning=True)

@@ -114,6 +114,12 @@ class RolloutStatus(StatusModel):
     """The status of a GeluModelRollout."""
 
     observed_generation: int | None = None
+    """The newest ``metadata.generation`` the operator has judged: set on every status write,
+    a spec it cannot act on included, so a tool comparing it with the generation knows the
+    conditions speak of the current spec."""
+    started_generation: int | None = None
+    """The generation the rollout (its probe, steps and evidence) started from; a newer valid
+    spec starts it again."""
     stage: Stage = Stage.PENDING
     step_index: int = Field(default=0, ge=0)
     candidate_weight: int = Field(default=0, ge=0, le=100)
@@ -129,6 +135,13 @@ class RolloutStatus(StatusModel):
     """Per gate: what it needs before it can pass on power, what it has, and how long the
     rest takes at the current traffic (rollout/power_plan.py)."""
     analysis: dict[str, Any] = Field(default_factory=dict)
+
+    def rollout_generation(self) -> int | None:
+        """The generation the rollout started from. A status written before
+        ``startedGeneration`` existed kept it in ``observedGeneration``."""
+        if self.started_generation is not None:
+            return self.started_generation
+        return self.observed_generation if self.started_at is not None else None
 
     def condition(self, type_: str) -> Condition | None:
         """The condition of the given type, if there is one."""

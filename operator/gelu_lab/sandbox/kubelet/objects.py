@@ -85,3 +85,31 @@ def pod_status(pod: Pod, now: str) -> Object:
             ],
         )
     return status
+
+
+def crashed_status(reason: str, message: str, restarts: int, now: str) -> Object:
+    """A pod whose server could not start, as the kubelet shows a crash loop: the container
+    waits with ``reason`` (``CrashLoopBackOff``, ``CreateContainerConfigError``) and, for a
+    server that ran and exited, its last termination carries the end of its log (the
+    container's ``FallbackToLogsOnError`` message)."""
+    container: Object = {
+        "name": CONTAINER_NAME,
+        "ready": False,
+        "started": False,
+        "restartCount": restarts,
+        "state": {"waiting": {"reason": reason, "message": message[:1024]}},
+    }
+    if reason == "CrashLoopBackOff":
+        container["lastState"] = {
+            "terminated": {"exitCode": 1, "reason": "Error", "message": message[-4096:]}
+        }
+    return {
+        "phase": "Pending" if reason != "CrashLoopBackOff" else "Running",
+        "hostIP": LOOPBACK,
+        "conditions": [
+            {"type": "PodScheduled", "status": "True"},
+            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now},
+            {"type": "Ready", "status": "False", "lastTransitionTime": now},
+        ],
+        "containerStatuses": [container],
+    }

@@ -21,6 +21,7 @@ from typing import Any, Final, Self
 
 import aiohttp
 
+from gelu_lab.sandbox.kubelet.containers import env_references, server_setup
 from gelu_lab.sandbox.kubelet.deployments import (
     LABEL_TEMPLATE_HASH,
     PodCounts,
@@ -44,7 +45,12 @@ from gelu_lab.sandbox.kubelet.lifecycle import (
     start_server,
     stop_server,
 )
-from gelu_lab.sandbox.kubelet.objects import pod_object, pod_status, server_annotations
+from gelu_lab.sandbox.kubelet.objects import (
+    crashed_status,
+    pod_object,
+    pod_status,
+    server_annotations,
+)
 from gelu_lab.sandbox.kubelet.services import ServiceSpecs, service_pods, service_specs
 from gelu_lab.sandbox.kubelet.volumes import (
     PodSpecError,
@@ -57,12 +63,14 @@ from gelu_lab.sandbox.processes import remove_folder, temporary_folder
 from gelu_lab.sandbox.prometheus import PrometheusServer
 from gelu_lab.sandbox.triton import TritonInstall, TritonServer, find_triton
 from gelu_rollout.adapters.kube import KubeClient, KubeError
-from gelu_rollout.adapters.kube.kinds import CONFIG_MAP, DEPLOYMENT, POD, SERVICE
+from gelu_rollout.adapters.kube.kinds import CONFIG_MAP, DEPLOYMENT, POD, SERVICE, Kind
 from gelu_rollout.resources.names import LABEL_MANAGED_BY, MANAGED_BY
 
 logger = logging.getLogger(__name__)
 
 MANAGED_SELECTOR: Final = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+SECRET: Final = Kind("v1", "Secret", "secrets")
+"""Read for the containers' env (the operator itself never reads a Secret)."""
 FIELD_MANAGER: Final = "sandbox-kubelet"  # its writes are the kubelet's, not the operator's
 DEFAULT_POLL_INTERVAL_S: Final = 0.5
 DEFAULT_MAX_WORKERS: Final = 8
@@ -97,6 +105,7 @@ class PodRunner:
         max_workers: int = DEFAULT_MAX_WORKERS,
         install: TritonInstall | None = None,
         ready_timeout_s: float = 60.0,
+        volumes_root: Path | None = None,
     ) -> None:
         self.api = KubeClient(emulator_login(api_url), field_manager=FIELD_MANAGER)
         self.log_dir = log_dir
@@ -109,6 +118,11 @@ class PodRunner:
         self._counters: dict[tuple[str, str, str], itertools.count[int]] = {}
         self._backoff: dict[ObjectKey, Backoff] = {}  # by Deployment
         self._services: ServiceSpecs = {}
+        # The crash-looping Pod object each Deployment's last failed start left, and how many
+        # times in a row it failed.
+        self._crashed: dict[ObjectKey, str] = {}
+        self._restarts: dict[ObjectKey, int] = {}
+        self._volumes_root = volumes_root
         # What other threads read: replaced whole, never changed in place.
         self._snapshot: tuple[tuple[PodInfo, ...], ServiceSpecs] = ((), {})
         self._targets = TargetFile(prometheus)
@@ -287,6 +301,8 @@ class PodRunner:
         replicas = desired_replicas(spec)
         template = mapping(spec.get("template"))
         current = template_hash(template)
+        if replicas == 0:
+            await self._clear_crashed(key)
         plan = plan_rollout(self._of(key), current, replicas, rolling_limits(spec, replicas))
         for pod in plan.stop:
             await self._stop_pod(pod)
@@ -299,13 +315,27 @@ class PodRunner:
         self, deployment: Mapping[str, Any], template: Mapping[str, Any], hash_: str, count: int
     ) -> None:
         namespace, name = key_of(deployment)
+        await self._clear_crashed((namespace, name))
         config_maps = {
             cm: await self.api.get(CONFIG_MAP, namespace, cm) for cm in config_map_names(template)
         }
+        referenced = {
+            ref: await self.api.get(SECRET if ref[0] == "Secret" else CONFIG_MAP, namespace, ref[1])
+            for ref in env_references(template)
+        }
         try:
             files = repository_files(template, config_maps)
-        except PodSpecError:
+            setup = server_setup(
+                template,
+                lambda kind, obj: referenced.get((kind, obj)),
+                volumes_root=self.volumes_root,
+                namespace=namespace,
+            )
+        except PodSpecError as error:
             self._fail((namespace, name))
+            await self._report_unstartable(
+                deployment, template, hash_, "CreateContainerConfigError", str(error)
+            )
             raise
         readiness_probe = ReadinessProbe.of(main_container(template))
         labels = {str(k): str(v) for k, v in mapping(metadata(template).get("labels")).items()}
@@ -331,10 +361,12 @@ class PodRunner:
                 labels=dict(labels),
                 directory=directory,
                 server=TritonServer(
-                    directory / "models",
+                    setup.repository or directory / "models",
                     install=self.install,
                     log_path=log_path,
                     ready_timeout_s=self.ready_timeout_s,
+                    extra_args=setup.args,
+                    extra_env=setup.env,
                 ),
                 probe=readiness_probe,
             )
@@ -366,8 +398,30 @@ class PodRunner:
             if error is not None:
                 logger.warning("pod %s/%s failed to start: %s", pod.namespace, pod.name, error)
                 self._fail(pod.key)
+                if pod.has_object and not pod.abandoned:
+                    # The Pod object stays, crash-looping, until the next attempt replaces it:
+                    # what a kubelet shows, and where the operator reads why.
+                    restarts = self._restarts.get(pod.key, 0)
+                    self._restarts[pod.key] = restarts + 1
+                    await self._quietly(
+                        f"status of pod {pod.namespace}/{pod.name}",
+                        self.api.merge_patch(
+                            POD,
+                            pod.namespace,
+                            pod.name,
+                            {
+                                "status": crashed_status(
+                                    "CrashLoopBackOff", str(error), restarts + 1, _now()
+                                )
+                            },
+                            subresource="status",
+                        ),
+                    )
+                    self._crashed[pod.key] = pod.name
+                    pod.has_object = False
             await self._stop_pod(pod)
             return
+        self._restarts.pop(pod.key, None)
         self._backoff.pop(pod.key, None)
         pod.state, pod.ready, pod.failures = "running", True, 0
         self._publish()
@@ -429,6 +483,76 @@ class PodRunner:
                 logger.warning("%s: %s", what, error)
 
     # -- Pod objects and readiness ---------------------------------------------------------
+
+    async def _clear_crashed(self, key: ObjectKey) -> None:
+        """Delete the crash-looping Pod object a Deployment's last failed attempt left."""
+        crashed = self._crashed.pop(key, None)
+        if crashed is not None:
+            await self._quietly(
+                f"deleting pod {key[0]}/{crashed}", self.api.delete(POD, key[0], crashed)
+            )
+
+    async def _report_unstartable(
+        self,
+        deployment: Mapping[str, Any],
+        template: Mapping[str, Any],
+        hash_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """A Pod object for a Deployment whose container cannot even be set up (a missing
+        Secret, claim or key), waiting with ``reason``, as a kubelet would show it."""
+        namespace, name = key_of(deployment)
+        pod_name = f"{name}-{hash_}-unstartable"
+        labels = {str(k): str(v) for k, v in mapping(metadata(template).get("labels")).items()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": pod_name,
+                "namespace": namespace,
+                "labels": {**labels, LABEL_TEMPLATE_HASH: hash_},
+                "ownerReferences": [
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "Deployment",
+                        "name": name,
+                        "uid": str(metadata(deployment).get("uid", "")),
+                        "controller": True,
+                    }
+                ],
+            },
+            "spec": mapping(template.get("spec")),
+        }
+        with contextlib.suppress(KubeError):
+            await self.api.create(body)
+        await self._quietly(
+            f"status of pod {namespace}/{pod_name}",
+            self.api.merge_patch(
+                POD,
+                namespace,
+                pod_name,
+                {"status": crashed_status(reason, message, 0, _now())},
+                subresource="status",
+            ),
+        )
+        self._crashed[(namespace, name)] = pod_name
+
+    @property
+    def volumes_root(self) -> Path:
+        """Where the folders standing for PersistentVolumeClaims are: the one given, else
+        ``volumes/`` in the runner's own folder (gone when it stops)."""
+        if self._volumes_root is not None:
+            return self._volumes_root
+        if self._workdir is None:
+            raise RuntimeError("the pod runner has not been started")
+        return self._workdir / "volumes"
+
+    def volume_path(self, namespace: str, claim: str) -> Path:
+        """The folder that stands for PersistentVolumeClaim ``claim`` (created here)."""
+        folder = self.volumes_root / namespace / claim
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     async def _create_object(self, pod: Pod, template: Mapping[str, Any]) -> None:
         body = pod_object(pod, template)

@@ -1,0 +1,8 @@
+-- Ask the operator to retry: the annotation it reads, KIND/ID, acted on once per ID; the UTC
+-- time makes each request new (docs/operator.md, Manual requests).
+local os = require("os")
+if obj.metadata.annotations == nil then
+  obj.metadata.annotations = {}
+end
+obj.metadata.annotations["gelu.dev/request"] = "retry/" .. os.date("!%Y-%m-%dT%H:%M:%SZ")
+return obj

@@ -1,0 +1,140 @@
+"""Model repositories Triton reads itself, end to end on the sandbox: an S3 bucket on a real
+S3 server (moto on loopback) and a PersistentVolumeClaim-style folder.
+
+Each test prints its outcome (``E2E ...`` lines) for the record.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gelu_lab.sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
+from gelu_lab.sandbox.stack import sandbox
+from gelu_rollout.variants import render_repository, write_repository
+from tests.e2e.test_operator import MODEL, apply, condition, finished, manifest, traffic
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
+
+SECRET = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {"name": "model-store", "namespace": "default"},
+    "type": "Opaque",
+    "stringData": {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY},
+}
+
+
+def repository(root: Path, variant: str) -> Path:
+    write_repository(root, MODEL, render_repository(MODEL, variant))
+    return root
+
+
+def args_of(deployment: dict[str, Any]) -> list[str]:
+    return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
+
+
+@pytest.mark.asyncio
+async def test_an_s3_candidate_is_promoted_beside_a_baseline_from_another_prefix() -> None:
+    with S3Server() as s3, tempfile.TemporaryDirectory() as folder:
+        s3.create_bucket("models")
+        s3.upload_folder("models", "gelu/v1", repository(Path(folder) / "v1", "exact"))
+        s3.upload_folder("models", "gelu/v2", repository(Path(folder) / "v2", "tanh"))
+        storage = {
+            "endpoint": s3.endpoint,
+            "region": REGION,
+            "credentialsSecretName": "model-store",
+        }
+        rollout = manifest(
+            "s3",
+            {"storageUri": "s3://models/gelu/v2", "revision": "v2", "storage": storage},
+            steps=[{"weight": 50, "analysisSeconds": 20}],
+        )
+        rollout["spec"]["baseline"] = {
+            "storageUri": "s3://models/gelu/v1",
+            "revision": "v1",
+            "storage": storage,
+        }
+        async with sandbox() as stack:
+            await apply(stack, SECRET)
+            await apply(stack, rollout)
+            async with traffic(stack, "s3"):
+                done = await stack.wait_for("s3", finished, timeout_s=200)
+            status = done["status"]
+            assert status["stage"] == "Promoted", status["message"]
+            # The baseline now serves the candidate's prefix, read from the bucket.
+            baseline = await stack.get("deployment", "s3-baseline")
+            assert f"--model-repository=s3://{s3.endpoint}/models/gelu/v2" in args_of(baseline)
+            listed = json.loads(await stack.kubectl("get", "configmaps", "-o", "json"))
+            names = [c["metadata"]["name"] for c in listed["items"]]
+            assert not [n for n in names if n.startswith("s3-")], names  # nothing copied
+            print("E2E s3:", status["message"], "in", status["finishedAt"])
+
+
+@pytest.mark.asyncio
+async def test_a_candidate_from_a_volume_that_emits_nan_is_rolled_back() -> None:
+    rollout = manifest(
+        "pvc",
+        {"storageUri": "pvc://model-store/gelu/v2", "revision": "v2"},
+        steps=[{"weight": 50, "analysisSeconds": 20}],
+    )
+    rollout["spec"]["baseline"] = {"storageUri": "pvc://model-store/gelu/v1", "revision": "v1"}
+    async with sandbox() as stack:
+        claim = stack.pods.volume_path("default", "model-store")
+        repository(claim / "gelu" / "v1", "exact")
+        repository(claim / "gelu" / "v2", "tanh-fp16-naive")
+        await apply(stack, rollout)
+        done = await stack.wait_for("pvc", finished, timeout_s=150)
+        status = done["status"]
+        assert status["stage"] == "RolledBack", status["message"]
+        assert condition(done, "RolledBack")["reason"] == "ProbeFailed"
+        candidate = await stack.get("deployment", "pvc-candidate")
+        volumes = candidate["spec"]["template"]["spec"]["volumes"]
+        assert {"claimName": "model-store", "readOnly": True} in [
+            v.get("persistentVolumeClaim") for v in volumes
+        ]
+        print("E2E pvc:", status["message"][:120])
+
+
+@pytest.mark.asyncio
+async def test_a_missing_bucket_says_why_in_a_condition_and_an_event() -> None:
+    with S3Server() as s3, tempfile.TemporaryDirectory() as folder:
+        s3.create_bucket("models")
+        s3.upload_folder("models", "gelu/v1", repository(Path(folder) / "v1", "exact"))
+        storage = {
+            "endpoint": s3.endpoint,
+            "region": REGION,
+            "credentialsSecretName": "model-store",
+        }
+        rollout = manifest(
+            "nobucket",
+            {"storageUri": "s3://no-such-bucket/gelu/v2", "revision": "v2", "storage": storage},
+        )
+        rollout["spec"]["baseline"] = {
+            "storageUri": "s3://models/gelu/v1",
+            "revision": "v1",
+            "storage": storage,
+        }
+        async with sandbox() as stack:
+            await apply(stack, SECRET)
+            await apply(stack, rollout)
+
+            def failing(found: dict[str, Any]) -> bool:
+                conditions = (found.get("status") or {}).get("conditions") or []
+                return any(c.get("reason") == "PodsFailing" for c in conditions)
+
+            done = await stack.wait_for("nobucket", failing, timeout_s=90)
+            resources = condition(done, "ResourcesReady")
+            assert resources["status"] == "False"
+            assert "candidate pod" in resources["message"]
+            assert "CrashLoopBackOff" in resources["message"]
+            assert "S3" in resources["message"], resources["message"]
+            assert condition(done, "Stalled")["reason"] == "PodsFailing"
+            assert done["status"]["stage"] == "Pending"  # no traffic ever moved
+            reasons = [e.get("reason") for e in await stack.events("nobucket")]
+            assert "PodsFailing" in reasons
+            print("E2E missing bucket:", resources["message"][:300])
