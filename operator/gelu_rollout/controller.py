@@ -50,7 +50,12 @@ from gelu_rollout.resources.names import (
     service_name,
 )
 from gelu_rollout.resources.pod_status import pod_problems
-from gelu_rollout.resources.traffic import route_backends_patch
+from gelu_rollout.resources.traffic import (
+    is_rollouts_own,
+    route_backends,
+    route_backends_patch,
+    route_restore_patch,
+)
 from gelu_rollout.resources.workloads import HTTP_PORT
 from gelu_rollout.rollout.conditions import ConditionType, Reason, Resources, summarize
 from gelu_rollout.rollout.decide import AnalysisState, decide
@@ -105,6 +110,32 @@ class Controller:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Bad request annotations already reported, so each is an Event once, not every tick.
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
+    # A route's backends as found before this tick's first weight, for the status.
+    _originals: dict[tuple[str, str], list[list[dict[str, Any]]]] = field(default_factory=dict)
+
+    async def release(self, body: Mapping[str, Any]) -> str:
+        """Before a deleted rollout's objects go: give its HTTPRoute back the backends it had
+        before the rollout (the arm Services it points at are about to be deleted). Returns
+        what was done, for the log."""
+        namespace = str((body.get("metadata") or {}).get("namespace"))
+        try:
+            spec = parse_spec(body)
+            status = parse_status(body.get("status") or {})
+        except SpecError as error:
+            return f"nothing to restore: {error}"
+        route_name = spec.traffic.http_route_name
+        if spec.traffic.mode != "HTTPRoute" or route_name is None:
+            return "no route to restore"
+        if status.original_backend_refs is None:
+            return f"HTTPRoute {namespace}/{route_name} was never changed"
+        route = await self.kube.get(HTTP_ROUTE, namespace, route_name)
+        if route is None:
+            return f"HTTPRoute {namespace}/{route_name} is gone"
+        patch = route_restore_patch(route, status.original_backend_refs)
+        if patch is None:
+            return f"HTTPRoute {namespace}/{route_name} already has its own backends"
+        await self.kube.merge_patch(HTTP_ROUTE, namespace, route_name, patch)
+        return f"HTTPRoute {namespace}/{route_name} has its backends from before the rollout"
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
         started = time.monotonic()
@@ -148,6 +179,9 @@ class Controller:
             status, results = decision.status, decision.results
             events.extend(decision.events)
         world = await self._apply(owner, spec, status, repositories)
+        originals = self._originals.pop((namespace, name), None)
+        if originals is not None:
+            status = status.model_copy(update={"original_backend_refs": originals})
         if world.reason is Reason.PODS_FAILING:
             before = next((c for c in written if c.type == ConditionType.RESOURCES_READY), None)
             if before is None or before.message != world.message:
@@ -356,6 +390,11 @@ class Controller:
                     f"spec.traffic.httpRouteName: HTTPRoute {owner.namespace}/{route_name} "
                     "not found",
                 )
+            if status.original_backend_refs is None:
+                # Before the first weight: what to give back when the rollout is deleted.
+                current = route_backends(route)
+                originals = [] if is_rollouts_own(current, owner.name) else current
+                self._originals[(owner.namespace, owner.name)] = originals
             patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
             # The route is the user's: patch only its backends' weights, never own it whole.
             if needs_apply(patch, route):

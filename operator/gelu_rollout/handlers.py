@@ -1,4 +1,5 @@
-"""Kopf registration: a timer per GeluModelRollout that runs one controller tick.
+"""Kopf registration: a timer per GeluModelRollout that runs one controller tick, and a
+delete handler that gives an HTTPRoute its backends back before the owned objects go.
 
 Glue only: the tick itself lives in :mod:`gelu_rollout.controller`. The status goes to the
 status subresource through Kopf's patch, Events through Kopf's poster. Spec changes and
@@ -53,11 +54,16 @@ def build_registry(
         for event in result.events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def release(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+        # Kopf's finalizer holds the deletion until this returns: the route first, then
+        # garbage collection takes the owned objects.
+        logger.info(await controller.release(body))
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     def forget(type: str, namespace: str | None, name: str, **_: Any) -> None:
-        # Owned objects go with the rollout through owner references (no finalizer needed);
-        # only the operator's metrics remember it. An event handler stores nothing on the
-        # object, unlike on.delete.
+        # Owned objects go with the rollout through owner references; only the operator's
+        # metrics remember it.
         if type == "DELETED" and namespace is not None:
             controller.metrics.forget(namespace, name)
 

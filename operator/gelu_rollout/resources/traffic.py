@@ -145,3 +145,44 @@ def route_backends_patch(
         new_rule["backendRefs"] = copy.deepcopy(refs)
         patched.append(new_rule)
     return {"spec": {"rules": patched}}
+
+
+def route_backends(route: Mapping[str, Any]) -> list[list[dict[str, Any]]]:
+    """Each rule's ``backendRefs`` as the route has them now (copies)."""
+    spec = route.get("spec")
+    rules = spec.get("rules") if isinstance(spec, Mapping) else None
+    if not isinstance(rules, list):
+        return []
+    return [
+        copy.deepcopy(list(rule.get("backendRefs") or [])) if isinstance(rule, Mapping) else []
+        for rule in rules
+    ]
+
+
+def is_rollouts_own(backends: list[list[dict[str, Any]]], rollout_name: str) -> bool:
+    """Whether every rule's backends are this rollout's two arm Services (the operator set
+    them): then they are not the route's originals."""
+    ours = {service_name(rollout_name, "baseline"), service_name(rollout_name, "candidate")}
+    refs = [ref for rule in backends for ref in rule]
+    return bool(refs) and all(isinstance(r, Mapping) and r.get("name") in ours for r in refs)
+
+
+def route_restore_patch(
+    route: Mapping[str, Any], original: list[list[dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """A merge patch that gives each rule of ``route`` back its ``backendRefs`` from before the
+    rollout (a rule added since gets the first rule's), or None when nothing is to restore.
+    Everything else of each rule stays as it is now."""
+    spec = route.get("spec")
+    rules = spec.get("rules") if isinstance(spec, Mapping) else None
+    if not isinstance(rules, list) or not rules:
+        return None
+    restored = []
+    for index, rule in enumerate(rules):
+        new_rule = copy.deepcopy(dict(rule)) if isinstance(rule, Mapping) else {}
+        refs = original[index] if index < len(original) else (original[0] if original else [])
+        new_rule["backendRefs"] = copy.deepcopy(refs)
+        restored.append(new_rule)
+    if route_backends({"spec": {"rules": restored}}) == route_backends(route):
+        return None
+    return {"spec": {"rules": restored}}

@@ -134,6 +134,9 @@ class RolloutStatus(StatusModel):
     power_plan: list[dict[str, Any]] = Field(default_factory=list)
     """Per gate: what it needs before it can pass on power, what it has, and how long the
     rest takes at the current traffic (rollout/power_plan.py)."""
+    original_backend_refs: list[list[dict[str, Any]]] | None = None
+    """HTTPRoute mode: each rule's ``backendRefs`` as the route had them before the operator
+    first set its weights, put back when the rollout is deleted."""
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     def rollout_generation(self) -> int | None:
