@@ -97,6 +97,8 @@ class World:
     ready: bool
     reason: Reason
     message: str
+    original_backend_refs: list[list[dict[str, Any]]] | None = None
+    """The route's own backends, found before the operator's first write to it."""
 
 
 @dataclass
@@ -110,8 +112,6 @@ class Controller:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Bad request annotations already reported, so each is an Event once, not every tick.
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
-    # A route's backends as found before this tick's first weight, for the status.
-    _originals: dict[tuple[str, str], list[list[dict[str, Any]]]] = field(default_factory=dict)
 
     async def release(self, body: Mapping[str, Any]) -> str:
         """Before a deleted rollout's objects go: give its HTTPRoute back the backends it had
@@ -179,9 +179,10 @@ class Controller:
             status, results = decision.status, decision.results
             events.extend(decision.events)
         world = await self._apply(owner, spec, status, repositories)
-        originals = self._originals.pop((namespace, name), None)
-        if originals is not None:
-            status = status.model_copy(update={"original_backend_refs": originals})
+        if world.original_backend_refs is not None:
+            status = status.model_copy(
+                update={"original_backend_refs": world.original_backend_refs}
+            )
         if world.reason is Reason.PODS_FAILING:
             before = next((c for c in written if c.type == ConditionType.RESOURCES_READY), None)
             if before is None or before.message != world.message:
@@ -380,6 +381,7 @@ class Controller:
             existing[_key(obj)] = await self.kube.apply(obj)
         for stale in stale_objects(owner, existing.values(), desired):
             await self.kube.delete(kind_of(stale), owner.namespace, _key(stale)[2])
+        originals = None
         if spec.traffic.mode == "HTTPRoute" and spec.traffic.http_route_name is not None:
             route_name = spec.traffic.http_route_name
             route = await self.kube.get(HTTP_ROUTE, owner.namespace, route_name)
@@ -394,7 +396,6 @@ class Controller:
                 # Before the first weight: what to give back when the rollout is deleted.
                 current = route_backends(route)
                 originals = [] if is_rollouts_own(current, owner.name) else current
-                self._originals[(owner.namespace, owner.name)] = originals
             patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
             # The route is the user's: patch only its backends' weights, never own it whole.
             if needs_apply(patch, route):
@@ -409,9 +410,13 @@ class Controller:
             pods = await self.kube.list(POD, owner.namespace, owned_selector(owner.name))
             problems = pod_problems(pods)
             if problems:
-                return World(False, Reason.PODS_FAILING, "; ".join(problems[:3]))
-            return World(False, Reason.WAITING_FOR_PODS, f"waiting for {', '.join(waiting)}")
-        return World(True, Reason.RESOURCES_APPLIED, "every owned resource is applied and ready")
+                return World(False, Reason.PODS_FAILING, "; ".join(problems[:3]), originals)
+            return World(
+                False, Reason.WAITING_FOR_PODS, f"waiting for {', '.join(waiting)}", originals
+            )
+        return World(
+            True, Reason.RESOURCES_APPLIED, "every owned resource is applied and ready", originals
+        )
 
     # -- record ------------------------------------------------------------------------------
 

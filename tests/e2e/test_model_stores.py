@@ -38,27 +38,30 @@ def args_of(deployment: dict[str, Any]) -> list[str]:
     return list(deployment["spec"]["template"]["spec"]["containers"][0]["args"])
 
 
+def s3_rollout(name: str, s3: S3Server, candidate_uri: str, **traffic: Any) -> dict[str, Any]:
+    """A rollout from the sandbox's bucket: the baseline at ``s3://models/gelu/v1``, the
+    candidate at ``candidate_uri`` (revision v2), both with the Secret's credentials."""
+    storage = {"endpoint": s3.endpoint, "region": REGION, "credentialsSecretName": "model-store"}
+    rollout = manifest(
+        name, {"storageUri": candidate_uri, "revision": "v2", "storage": storage}, **traffic
+    )
+    rollout["spec"]["baseline"] = {
+        "storageUri": "s3://models/gelu/v1",
+        "revision": "v1",
+        "storage": storage,
+    }
+    return rollout
+
+
 @pytest.mark.asyncio
 async def test_an_s3_candidate_is_promoted_beside_a_baseline_from_another_prefix() -> None:
     with S3Server() as s3, tempfile.TemporaryDirectory() as folder:
         s3.create_bucket("models")
         s3.upload_folder("models", "gelu/v1", repository(Path(folder) / "v1", "exact"))
         s3.upload_folder("models", "gelu/v2", repository(Path(folder) / "v2", "tanh"))
-        storage = {
-            "endpoint": s3.endpoint,
-            "region": REGION,
-            "credentialsSecretName": "model-store",
-        }
-        rollout = manifest(
-            "s3",
-            {"storageUri": "s3://models/gelu/v2", "revision": "v2", "storage": storage},
-            steps=[{"weight": 50, "analysisSeconds": 20}],
+        rollout = s3_rollout(
+            "s3", s3, "s3://models/gelu/v2", steps=[{"weight": 50, "analysisSeconds": 20}]
         )
-        rollout["spec"]["baseline"] = {
-            "storageUri": "s3://models/gelu/v1",
-            "revision": "v1",
-            "storage": storage,
-        }
         async with sandbox() as stack:
             await apply(stack, SECRET)
             await apply(stack, rollout)
@@ -105,20 +108,7 @@ async def test_a_missing_bucket_says_why_in_a_condition_and_an_event() -> None:
     with S3Server() as s3, tempfile.TemporaryDirectory() as folder:
         s3.create_bucket("models")
         s3.upload_folder("models", "gelu/v1", repository(Path(folder) / "v1", "exact"))
-        storage = {
-            "endpoint": s3.endpoint,
-            "region": REGION,
-            "credentialsSecretName": "model-store",
-        }
-        rollout = manifest(
-            "nobucket",
-            {"storageUri": "s3://no-such-bucket/gelu/v2", "revision": "v2", "storage": storage},
-        )
-        rollout["spec"]["baseline"] = {
-            "storageUri": "s3://models/gelu/v1",
-            "revision": "v1",
-            "storage": storage,
-        }
+        rollout = s3_rollout("nobucket", s3, "s3://no-such-bucket/gelu/v2")
         async with sandbox() as stack:
             await apply(stack, SECRET)
             await apply(stack, rollout)
