@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,23 +13,13 @@ import pytest
 
 from gelu_lab.demo.run import run_scenario
 from gelu_lab.demo.scenarios import SCENARIOS
+from tests.demo.runs import Run
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
 EXAMPLE = ROOT / "examples" / "rollout.yaml"
 CLI = Path(sys.executable).parent / "gelu-rollout"
-
-
-def sandbox_leftovers() -> tuple[set[str], set[str]]:
-    processes = subprocess.run(
-        ["pgrep", "-f", "tritonserver|prometheus --config"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    folders = {str(p) for p in Path("/tmp").glob("gelu-*")}
-    return set(processes), folders
 
 
 @pytest.mark.asyncio
@@ -46,7 +35,8 @@ async def test_healthy_scenario_is_promoted() -> None:
 
 
 def test_nan_scenario_through_the_cli_writes_its_json(tmp_path: Path) -> None:
-    before = sandbox_leftovers()
+    # The run's own TMPDIR and mark: what it left is told apart from other tests' runs.
+    run = Run(tmp_path)
     out = tmp_path / "nan.json"
     done = subprocess.run(
         [str(CLI), "demo", "--scenario", "nan", "--json", str(out)],
@@ -55,6 +45,7 @@ def test_nan_scenario_through_the_cli_writes_its_json(tmp_path: Path) -> None:
         text=True,
         timeout=200,
         check=False,
+        env=run.env(),
     )
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
@@ -64,22 +55,22 @@ def test_nan_scenario_through_the_cli_writes_its_json(tmp_path: Path) -> None:
     assert 0 < result["seconds_fault_to_zero_weight"] <= result["seconds_apply_to_outcome"]
     assert [e["gate"] for e in result["ledger"] if e["verdict"] == "Fail"] == ["probe"]
     assert "RolledBack" in done.stdout
-    assert sandbox_leftovers() == before
+    assert run.leftovers() == ([], [])
 
 
-def test_ctrl_c_stops_the_demo_and_leaves_nothing_behind() -> None:
-    before = sandbox_leftovers()
+def test_ctrl_c_stops_the_demo_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    run = Run(tmp_path)
     demo = subprocess.Popen(
         [str(CLI), "demo", "--scenario", "healthy"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "COLUMNS": "120"},
+        env=run.env({"COLUMNS": "120"}),
     )
     time.sleep(12)  # the sandbox is up and the rollout under way
     demo.send_signal(signal.SIGINT)
     _, stderr = demo.communicate(timeout=60)
     assert demo.returncode == 130
     assert "interrupted" in stderr
-    assert sandbox_leftovers() == before
+    assert run.leftovers() == ([], [])
