@@ -16,6 +16,7 @@ from gelu_rollout.adapters.kube.kinds import (
     HTTP_ROUTE,
     NAMESPACE,
     OWNED_KINDS,
+    POD,
     ROLLOUT,
     Kind,
 )
@@ -45,6 +46,8 @@ OPERATOR: Final[Rules] = {
         for k in OWNED_KINDS
         for key, verbs in rule(k, "get list create patch delete").items()
     },
+    # The arms' pods: listed while a Deployment is not ready, to say why.
+    **rule(POD, "list"),
     # The user's HTTPRoute: read, and its backends' weights merge-patched.
     **rule(HTTP_ROUTE, "get patch"),
     # The rollouts: Kopf lists and watches them and patches annotations and finalizers;

@@ -103,6 +103,11 @@ adapters/kube/kinds.py, controller.py, handlers.py and Kopf. */}}
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, create, patch, delete]
+# The arms' pods, read while a Deployment is not ready: why they do not run (a crash loop,
+# a missing Secret), for ResourcesReady and an Event. Never written.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 # The user's HTTPRoute (HTTPRoute mode): read, then its backends' weights merge-patched;
 # never created or deleted.
 - apiGroups: [gateway.networking.k8s.io]
