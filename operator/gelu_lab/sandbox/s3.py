@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
@@ -116,11 +115,3 @@ class S3Server:
             self._put(f"{bucket}/{key}", path.read_bytes())
             keys.append(key)
         return keys
-
-    def keys(self, bucket: str) -> str:
-        """The bucket's listing as the server answers it (XML), for tests."""
-        try:
-            with DIRECT.open(f"{self.endpoint}/{bucket}?list-type=2", timeout=10.0) as response:
-                return str(response.read().decode())
-        except urllib.error.HTTPError as error:
-            return f"HTTP {error.code}"
