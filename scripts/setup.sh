@@ -123,8 +123,24 @@ if [ ! -x "$S3_VENV/bin/moto_server" ]; then
       --disable-pip-version-check --no-input --progress-bar off '$moto'"
 fi
 
+# 6. The Prometheus Operator's models, with which the chart's tests validate its monitoring
+# objects (npm, pinned by tests/chart/monitoring-schemas/package-lock.json).
+SCHEMAS=build/monitoring-schemas
+SCHEMAS_SOURCE=tests/chart/monitoring-schemas
+if ! cmp -s "$SCHEMAS_SOURCE/package-lock.json" "$SCHEMAS/package-lock.json" ||
+  [ ! -d "$SCHEMAS/node_modules/@kubernetes-models/prometheus-operator" ]; then
+  if ! command -v npm >/dev/null; then
+    [ "$(id -u)" -eq 0 ] ||
+      fail "npm is missing; run: sudo apt-get install -y nodejs npm, then this again"
+    stage "Debian packages nodejs npm (apt-get)" apt_install nodejs npm
+  fi
+  stage "the Prometheus Operator's models for the chart's tests (npm ci, in $SCHEMAS)" \
+    bash -c "mkdir -p '$SCHEMAS' && cp '$SCHEMAS_SOURCE'/package*.json '$SCHEMAS/' &&
+      cd '$SCHEMAS' && npm ci --no-audit --no-fund --loglevel=error"
+fi
+
 if $log_started; then
   echo "setup: done in $(elapsed "$started"); the tools' output is in $LOG"
 else
-  echo "setup: all installed (${SYSTEM_PACKAGES[*]}; $VENV with Triton, gelu-rollout and its lab; $S3_VENV)"
+  echo "setup: all installed (${SYSTEM_PACKAGES[*]}; $VENV with Triton, gelu-rollout and its lab; $S3_VENV; $SCHEMAS)"
 fi

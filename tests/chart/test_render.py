@@ -1,10 +1,15 @@
 """The chart renders with real Helm over a matrix of values, lints strictly, and every object it
 renders is valid: Kubernetes kinds against the Kubernetes schemas (kubernetes-validate, strict),
-the Prometheus Operator's kinds against a vendored minimal form of their schemas."""
+the Prometheus Operator's kinds against the models generated from its Go types (the npm package
+``@kubernetes-models/prometheus-operator``, installed by ``make setup`` into
+build/monitoring-schemas and run by monitoring-schemas/validate.mjs) and, since those models
+accept unknown fields, against a vendored minimal form of their schemas that refuses them."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any, Final
@@ -29,6 +34,29 @@ from tests.chart.rendering import (
 SCHEMA_VERSIONS: Final = ("1.28.0", kubernetes_validate.latest_version())
 MONITORING: Final = "monitoring.coreos.com/v1"
 PROMETHEUS_OPERATOR_SCHEMA: Final = Path(__file__).with_name("prometheus-operator.schema.json")
+MODELS_SCRIPT: Final = Path(__file__).with_name("monitoring-schemas") / "validate.mjs"
+MODELS_ROOT: Final = Path(__file__).resolve().parents[2] / "build" / "monitoring-schemas"
+
+
+class PrometheusOperatorModelError(ValueError):
+    """An object the Prometheus Operator's generated models refuse."""
+
+
+def prometheus_operator_models(objects: list[Object]) -> list[str | None]:
+    """Each object's error by the upstream models (None: valid), in one run of node."""
+    package = MODELS_ROOT / "node_modules" / "@kubernetes-models" / "prometheus-operator"
+    node = shutil.which("node")
+    if node is None or not package.is_dir():
+        pytest.fail(f"node or {package} is missing: run `make setup`, which installs them")
+    answer = subprocess.run(
+        [node, str(MODELS_SCRIPT), str(MODELS_ROOT)],
+        input=json.dumps(objects),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [result["error"] for result in json.loads(answer.stdout)]
 
 
 @cache
@@ -43,9 +71,12 @@ def prometheus_operator_validator(kind: str) -> jsonschema.protocols.Validator:
 
 def validate(obj: Object) -> None:
     """Raise on an invalid object: Kubernetes' kinds by their schemas, strictly (unknown fields
-    refused), in the oldest and the newest version; the Prometheus Operator's by the vendored
-    form of theirs."""
+    refused), in the oldest and the newest version; the Prometheus Operator's by the upstream
+    models and the vendored form of their schemas."""
     if obj["apiVersion"] == MONITORING:
+        (error,) = prometheus_operator_models([obj])
+        if error is not None:
+            raise PrometheusOperatorModelError(error)
         prometheus_operator_validator(obj["kind"]).validate(obj)
         return
     for version in SCHEMA_VERSIONS:
@@ -70,9 +101,16 @@ def test_the_chart_lints_strictly(case: str) -> None:
 def test_every_rendered_object_is_valid(case: str) -> None:
     objects = rendered(case)
     assert objects
+    monitoring = [o for o in objects if o["apiVersion"] == MONITORING]
+    # The upstream models in one batch: one node process per case, not per object.
+    for obj, error in zip(monitoring, prometheus_operator_models(monitoring), strict=True):
+        assert error is None, f"{case}: {obj['kind']} {obj['metadata']['name']}: {error}"
     for obj in objects:
         try:
-            validate(obj)
+            if obj["apiVersion"] == MONITORING:
+                prometheus_operator_validator(obj["kind"]).validate(obj)
+            else:
+                validate(obj)
         except (kubernetes_validate.ValidationError, jsonschema.ValidationError) as error:
             name = f"{obj['kind']} {obj['metadata'].get('name')}"
             pytest.fail(f"{case}: {name}: {error.message} at {list(error.absolute_path)}")
@@ -130,7 +168,12 @@ def test_the_validators_refuse_a_wrong_object() -> None:
         validate(wrong)
     wrong = json.loads(json.dumps(monitor))
     wrong["spec"]["endpoints"][0]["interval"] = "30 seconds"
-    with pytest.raises(jsonschema.ValidationError):
+    with pytest.raises(PrometheusOperatorModelError, match="interval must match pattern"):
+        validate(wrong)
+    rule = next(o for o in rendered("toggles") if o["kind"] == "PrometheusRule")
+    wrong = json.loads(json.dumps(rule))
+    wrong["spec"]["groups"][0]["rules"][0]["for"] = "ten minutes"
+    with pytest.raises(PrometheusOperatorModelError, match="for must match pattern"):
         validate(wrong)
 
 
