@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # Prometheus (and promtool) for the sandbox, numpy for the system Python that runs Triton's
-# Python-backend models, and tmux, the terminal the tests watch the live views in.
-SYSTEM_PACKAGES=(prometheus python3-numpy tmux)
+# Python-backend models, tmux, the terminal the tests watch the live views in, and chromium,
+# the headless browser the decision report's test renders the page in.
+SYSTEM_PACKAGES=(prometheus python3-numpy tmux chromium)
 LOG=build/setup.log
 STAMP=$VENV/.installed
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check --no-input)

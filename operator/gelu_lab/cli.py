@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,14 @@ import typer
 from gelu_lab.bench.decisions import benchmark
 from gelu_lab.bench.generate import FAMILIES, generate_suite
 from gelu_lab.bench.report import print_bench_report, print_variants_report
+from gelu_lab.bench.scale import (
+    DEFAULT_INTERVAL_SECONDS,
+    DEFAULT_ROLLOUTS,
+    DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    DEFAULT_TICKS,
+    benchmark_scale,
+    print_scale_report,
+)
 from gelu_lab.bench.scenario import ScenarioError, load_scenarios, save_scenarios
 from gelu_lab.bench.variants import benchmark_variants
 from gelu_lab.demo.replay import run_demo
@@ -22,6 +31,7 @@ from gelu_lab.sandbox.prometheus import PrometheusNotInstalledError
 from gelu_lab.sandbox.shutdown import Stopped, die_with_parent, run_until_stopped
 from gelu_lab.sandbox.triton import TritonStartError, TritonUnavailableError
 from gelu_rollout.cli.output import fail, out
+from gelu_rollout.cli.report import render_report
 
 FAMILY_CHOICES = ", ".join(FAMILIES)
 # The generated suite's options, shared by the commands that generate it.
@@ -109,6 +119,62 @@ def bench_variants(
         out.print(f"report written to {json_path}")
 
 
+@bench_app.command("scale")
+def bench_scale(
+    rollouts: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=1,
+            help="Concurrent rollouts of one run (repeatable; default "
+            + ", ".join(str(n) for n in DEFAULT_ROLLOUTS)
+            + ").",
+        ),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the report here.")] = None,
+    ticks: Annotated[
+        int, typer.Option(min=1, help="Analysis ticks of every rollout to measure per run.")
+    ] = DEFAULT_TICKS,
+    interval_seconds: Annotated[
+        int, typer.Option(min=10, help="The rollouts' spec.analysis.intervalSeconds.")
+    ] = DEFAULT_INTERVAL_SECONDS,
+    timer_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.5, help="The operator's timer (run --tick-seconds); default: the interval."
+        ),
+    ] = None,
+    scrape_interval_seconds: Annotated[
+        float, typer.Option(min=0.5, help="How often Prometheus scrapes the synthetic pods.")
+    ] = DEFAULT_SCRAPE_INTERVAL_SECONDS,
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Run the operator under cProfile; its stats go to PROFILE.<N>."),
+    ] = None,
+) -> None:
+    """One operator, N concurrent rollouts, a real Prometheus: latency, queries, CPU, memory."""
+
+    try:
+        with out.status("starting") as status:
+            report = benchmark_scale(
+                rollouts or DEFAULT_ROLLOUTS,
+                ticks=ticks,
+                interval_seconds=interval_seconds,
+                timer_seconds=timer_seconds,
+                scrape_interval_seconds=scrape_interval_seconds,
+                progress=status.update,
+                profile=profile,
+            )
+    except (PrometheusNotInstalledError, RuntimeError, OSError) as error:
+        raise fail(str(error)) from None
+    print_scale_report(report, out)
+    if json_path is not None:
+        try:
+            json_path.write_text(json.dumps(report, indent=2) + "\n")
+        except OSError as error:
+            raise fail(f"cannot write {json_path}: {error}") from None
+        out.print(f"report written to {json_path}")
+
+
 @bench_app.command("scenarios")
 def bench_scenarios(
     directory: Annotated[Path, typer.Argument(help="Folder to write the scenario files into.")],
@@ -148,6 +214,13 @@ def demo(
         "examples/rollout.yaml"
     ),
     timeout_seconds: Annotated[float, typer.Option(min=30, help="Give up after this long.")] = 170,
+    report_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Write the decision report (one self-contained HTML page) here.",
+        ),
+    ] = None,
 ) -> None:
     """Run a rollout end to end on the local sandbox: API, Triton pods, Prometheus, operator.
 
@@ -192,6 +265,11 @@ def demo(
     if json_path is not None:
         json_path.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
         out.print(f"result written to {json_path}")
+    if report_path is not None and result.rollout:
+        # From the object as last read: the outcome and every judged tick it kept.
+        page = render_report(result.rollout, events=result.events, generated_at=datetime.now(UTC))
+        report_path.write_text(page, encoding="utf-8")
+        out.print(f"decision report written to {report_path}")
     out.print()
     print_next_steps(chosen, out)
     raise typer.Exit(0 if result.outcome in ("Promoted", "RolledBack") else 1)

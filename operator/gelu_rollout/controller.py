@@ -3,8 +3,16 @@
 The imperative shell around :func:`gelu_rollout.rollout.decide.decide`. It reads the world
 through the adapters (Kubernetes, Prometheus, Triton), lets ``decide`` choose, makes the owned
 resources match the status ``decide`` returned, and hands the status and Events back to the
-Kopf handler to write. Kubernetes calls are asynchronous; the blocking Prometheus queries run
+Kopf handler to write. A decision that moves the world is written (with its Events) before it
+is acted on (``record_decisions_first``): a crash inside the tick never leaves the world ahead
+of the status. Kubernetes calls are asynchronous; the blocking Prometheus queries run
 in worker threads, so one slow rollout never stalls another.
+
+:meth:`Controller.reconcile` is what the Kopf timer calls: :meth:`Controller.tick` under the
+error policy (:mod:`gelu_rollout.adapters.errors`, docs/operator.md). A tick the API server
+refused for good becomes a Stalled condition and one Event, and the rollout waits for a
+change; a transient failure is handed back for Kopf to retry with a growing delay; a finished
+rollout whose objects were checked a moment ago is not read at all.
 """
 
 from __future__ import annotations
@@ -12,27 +20,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from gelu_rollout.adapters.kube import KubeClient
+from gelu_rollout.adapters.errors import Failure, FailureKind, classify
+from gelu_rollout.adapters.kube import KubeClient, KubeError
 from gelu_rollout.adapters.kube.kinds import (
     CONFIG_MAP,
     DEPLOYMENT,
     HTTP_ROUTE,
     OWNED_KINDS,
     POD,
+    ROLLOUT,
     kind_of,
 )
 from gelu_rollout.adapters.prometheus.observer import Observer
-from gelu_rollout.adapters.triton import run_probe, run_sample
+from gelu_rollout.adapters.triton import load_version, run_probe, run_sample
 from gelu_rollout.analysis.burn_rate import required_window_seconds
 from gelu_rollout.analysis.observations import SampledOutputs
 from gelu_rollout.analysis.sample_inputs import SampleSource
 from gelu_rollout.analysis.verdict import GateResult, inconclusive
-from gelu_rollout.metrics import OperatorMetrics
+from gelu_rollout.metrics import OperatorMetrics, RolloutSample
 from gelu_rollout.resources.desired import (
     ArmRepositories,
     candidate_traffic_weight,
@@ -42,6 +52,7 @@ from gelu_rollout.resources.desired import (
     repository_problems,
     stale_objects,
 )
+from gelu_rollout.resources.model_versions import versions_to_load
 from gelu_rollout.resources.names import (
     OwnerRef,
     deployment_name,
@@ -69,6 +80,28 @@ from gelu_rollout.spec.status import RolloutStatus, Stage
 
 log = logging.getLogger(__name__)
 
+PERMANENT_RECHECK_SECONDS: Final = 300.0
+"""After a permanent failure (a 403, a 422 ...) the rollout waits for a change to it (its spec's
+generation, its request annotation) and tries again after this long without one: RBAC fixed or
+an admission policy relaxed is seen within five minutes."""
+
+TERMINAL_SETTLE_SECONDS: Final = 120.0
+"""A finished rollout is ticked in full this long after its outcome: its arms' Deployments roll
+to their last replicas and model, and Ready follows them."""
+
+TERMINAL_RECHECK_SECONDS: Final = 600.0
+"""Past that, a finished rollout whose owned objects were ready is read and applied again only
+on a change to it or this often: a drifted or deleted owned object is put back within ten
+minutes, and the timer's other firings cost no API request."""
+
+EVENT_NAME_PREFIX: Final = "kopf-event-"
+EVENT_COMPONENT: Final = "kopf"
+EVENT_MESSAGE_LIMIT: Final = 1024
+"""The Events the tick posts itself look as Kopf's do (its default prefix, component and
+message length)."""
+
+TERMINAL_STAGES: Final = frozenset(stage.value for stage in Stage if stage.terminal)
+
 
 class EndpointResolver(Protocol):
     """Where a Service answers: ``host:port`` addresses of its ready pods' HTTP endpoint."""
@@ -81,13 +114,55 @@ def cluster_dns(namespace: str, service: str) -> list[str]:
     return [f"{service}.{namespace}.svc:{HTTP_PORT}"]
 
 
+class PodAddressResolver(Protocol):
+    """Where one pod's Triton answers HTTP: ``host:port``, or None while it has no address."""
+
+    def __call__(self, pod: Mapping[str, Any]) -> str | None: ...
+
+
+def pod_ip(pod: Mapping[str, Any]) -> str | None:
+    """In a cluster a pod answers on its IP (an IPv6 one in brackets)."""
+    address = (pod.get("status") or {}).get("podIP")
+    if not address:
+        return None
+    return f"[{address}]:{HTTP_PORT}" if ":" in str(address) else f"{address}:{HTTP_PORT}"
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A tick failed in a way a later attempt may not: the handler retries after a delay
+    that grows with ``attempt`` (1 for the first failure in a row)."""
+
+    attempt: int
+    failure: Failure
+
+
 @dataclass(frozen=True)
 class TickResult:
-    """What the handler writes back: the status (a merge patch) and the Events."""
+    """What the handler writes back: the status (a merge patch) and the Events; ``retry`` when
+    the tick failed and is to be retried; ``rested`` when nothing was read or written (the
+    rollout waits for a change, or finished and was checked a moment ago)."""
 
     status: dict[str, Any]
     events: tuple[EmitEvent, ...] = ()
     results: tuple[GateResult, ...] = ()
+    retry: Retry | None = None
+    rested: bool = False
+
+
+RolloutKey = tuple[str, str]
+"""(namespace, name) of a rollout."""
+
+ChangeMarker = tuple[object, object]
+"""What a person changes to make a waiting rollout act: (generation, request annotation)."""
+
+
+@dataclass(frozen=True)
+class _Wait:
+    """A rollout not to be read again before ``until`` unless ``change`` changes."""
+
+    change: ChangeMarker
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -107,11 +182,116 @@ class Controller:
     observer: Observer
     endpoints: EndpointResolver = cluster_dns
     metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    pod_address: PodAddressResolver = pod_ip
     probe_timeout_seconds: float = 10.0
     sample_timeout_seconds: float = 5.0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    record_decisions_first: bool = False
+    """Write a decision that moves the world (another stage, step or weight) to the status
+    subresource before acting on it. The operator does (``run.py``): killed between acting and
+    Kopf's status write, it would otherwise find the old status on restart, undo what it had
+    done (the candidate back up after its rollback, the baseline back to its old model after
+    the promotion), decide again and announce the outcome twice. Recorded first, the next tick
+    carries out the recorded decision; a failed write (a 5xx) acts on nothing. Fakes that keep
+    the rollout outside their API leave it off."""
     # Bad request annotations already reported, so each is an Event once, not every tick.
     _reported: set[tuple[str, str, str]] = field(default_factory=set)
+    # The error policy's memory, per rollout (lost on a restart, which costs one full tick):
+    # waits after a permanent failure, finished rollouts' last check, failures in a row,
+    # rollouts whose unexpected error was logged with its traceback, and the last reason
+    # metrics were missing (logged when it changes).
+    _waits: dict[RolloutKey, _Wait] = field(default_factory=dict)
+    _checked: dict[RolloutKey, _Wait] = field(default_factory=dict)
+    _failures: dict[RolloutKey, int] = field(default_factory=dict)
+    _traced: set[RolloutKey] = field(default_factory=set)
+    _missing: dict[RolloutKey, str] = field(default_factory=dict)
+
+    async def reconcile(self, body: Mapping[str, Any]) -> TickResult:
+        """One firing of the rollout's timer: :meth:`tick` under the error policy.
+
+        Nothing is read or written while the rollout waits after a permanent failure (until a
+        change to it, or :data:`PERMANENT_RECHECK_SECONDS`), or while it is finished and its
+        objects were found ready less than :data:`TERMINAL_RECHECK_SECONDS` ago (with no
+        change since). A failed tick is classified (:func:`~gelu_rollout.adapters.errors.classify`)
+        and counted: a permanent failure is written as the Stalled condition (and one Event per
+        distinct problem); a transient or unexpected one comes back as ``retry``.
+        """
+        metadata = body.get("metadata") or {}
+        key = (str(metadata.get("namespace")), str(metadata.get("name")))
+        now = self.clock()
+        change = _change_marker(metadata)
+        for waits in (self._waits, self._checked):
+            wait = waits.get(key)
+            if wait is not None and wait.change == change and now < wait.until:
+                return TickResult({}, rested=True)
+            waits.pop(key, None)
+        try:
+            result = await self.tick(body)
+        except Exception as error:
+            return self._failed(key, body, error, now)
+        self._failures.pop(key, None)
+        self._traced.discard(key)
+        if _settled(result.status, now):
+            self._checked[key] = _Wait(change, now + timedelta(seconds=TERMINAL_RECHECK_SECONDS))
+        return result
+
+    def first_report(self, namespace: str, name: str, problem: str) -> bool:
+        """True the first time ``problem`` of the rollout is reported: an Event once."""
+        key = (namespace, name, problem)
+        if key in self._reported:
+            return False
+        self._reported.add(key)
+        return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The rollout was deleted: drop what the controller remembers of it."""
+        key = (namespace, name)
+        for memory in (self._waits, self._checked, self._failures, self._missing):
+            memory.pop(key, None)
+        self._traced.discard(key)
+        self._reported = {r for r in self._reported if r[:2] != key}
+
+    def _failed(
+        self, key: RolloutKey, body: Mapping[str, Any], error: Exception, now: datetime
+    ) -> TickResult:
+        """What a failed tick becomes under the error policy; nothing of it was written."""
+        failure = classify(error)
+        namespace, name = key
+        self.metrics.reconcile_failed(namespace, name, failure.kind.counted_as)
+        if failure.kind is FailureKind.PERMANENT and failure.reason is not None:
+            self._failures.pop(key, None)
+            metadata = body.get("metadata") or {}
+            self._waits[key] = _Wait(
+                _change_marker(metadata), now + timedelta(seconds=PERMANENT_RECHECK_SECONDS)
+            )
+            log.warning(
+                "%s/%s: %s: %s; waiting for a change to the rollout (or %gs)",
+                namespace,
+                name,
+                failure.reason.value,
+                failure.message,
+                PERMANENT_RECHECK_SECONDS,
+            )
+            generation = metadata.get("generation")
+            return self._not_ready(
+                body,
+                failure.reason,
+                failure.message,
+                generation if isinstance(generation, int) else None,
+            )
+        attempt = self._failures.get(key, 0) + 1
+        self._failures[key] = attempt
+        if failure.kind is FailureKind.UNEXPECTED and key not in self._traced:
+            # A bug: its traceback once per rollout (until a tick succeeds), not every retry.
+            self._traced.add(key)
+            log.error(
+                "%s/%s: unexpected error in the tick; retried with back-off, this traceback is "
+                "logged once",
+                namespace,
+                name,
+                exc_info=error,
+            )
+        return TickResult({}, retry=Retry(attempt, failure))
 
     async def release(self, body: Mapping[str, Any]) -> str:
         """Before a deleted rollout's objects go: give its HTTPRoute back the backends it had
@@ -148,7 +328,7 @@ class Controller:
         try:
             spec = parse_spec(body)
         except SpecError as error:
-            return self._not_ready(raw_status, Reason.INVALID_SPEC, str(error), generation)
+            return self._not_ready(body, Reason.INVALID_SPEC, str(error), generation)
         try:
             status = parse_status(raw_status)
         except SpecError as error:
@@ -157,11 +337,17 @@ class Controller:
                 EmitEvent("Warning", Reason.SPEC_CHANGED.value, f"unreadable status reset: {error}")
             )
             status = RolloutStatus()
+        found = status  # as the tick found it: the metrics count what changed from it
         written = status.conditions
         owner = OwnerRef.from_body(body)
         repositories, problem = await self._repositories(spec, namespace)
         if repositories is None:
-            return self._not_ready(raw_status, Reason.REPOSITORY_MISSING, problem, generation)
+            return self._not_ready(body, Reason.REPOSITORY_MISSING, problem, generation)
+        route, route_problem = await self._route(spec, namespace)
+        if route_problem:
+            # No route, no traffic of the rollout's to judge or to move: nothing is decided
+            # (no step, no promotion) until it exists.
+            return self._not_ready(body, Reason.ROUTE_MISSING, route_problem, generation)
 
         request, request_problem = _request(metadata, status)
         if request_problem is not None and (namespace, name, request_problem) not in self._reported:
@@ -178,7 +364,30 @@ class Controller:
             decision = decide(spec, status, observations, now, generation=generation)
             status, results = decision.status, decision.results
             events.extend(decision.events)
-        world = await self._apply(owner, spec, status, repositories)
+            if self.record_decisions_first and _moves_the_world(found, status):
+                # The record says what is decided, not that the world follows yet: Ready (and
+                # kubectl wait, Argo CD, Flux) only once the objects are applied below.
+                recorded = summarize(
+                    status,
+                    now,
+                    generation,
+                    resources=Resources(
+                        False, Reason.APPLYING, "the decision is recorded; its objects follow"
+                    ),
+                    previous=written,
+                )
+                await self.kube.merge_patch(
+                    ROLLOUT,
+                    namespace,
+                    name,
+                    {"status": _status_patch(raw_status, recorded)},
+                    subresource="status",
+                )
+                # Its Events too, before the act: the next operator, finding the decision
+                # recorded, will not decide it again, nor announce it.
+                await self._post_events(body, events)
+                events.clear()
+        world = await self._apply(owner, spec, status, repositories, route)
         if world.original_backend_refs is not None:
             status = status.model_copy(
                 update={"original_backend_refs": world.original_backend_refs}
@@ -197,11 +406,9 @@ class Controller:
             previous=written,
         )
         self.metrics.record(
-            namespace,
-            name,
-            status.stage,
-            status.candidate_weight,
-            results,
+            RolloutSample.of(
+                namespace, name, spec.model.name, before=found, after=status, results=results
+            ),
             time.monotonic() - started,
         )
         return TickResult(_status_patch(raw_status, status), tuple(events), results)
@@ -230,6 +437,18 @@ class Controller:
                 )
             config_maps[cm_name] = data
         return repositories_for(spec, config_maps), ""
+
+    async def _route(
+        self, spec: RolloutSpec, namespace: str
+    ) -> tuple[Mapping[str, Any] | None, str]:
+        """The user's HTTPRoute the spec names (None in other traffic modes), or why not."""
+        route_name = spec.traffic.http_route_name
+        if spec.traffic.mode != "HTTPRoute" or route_name is None:
+            return None, ""
+        route = await self.kube.get(HTTP_ROUTE, namespace, route_name)
+        if route is None:
+            return None, f"spec.traffic.httpRouteName: HTTPRoute {namespace}/{route_name} not found"
+        return route, ""
 
     @staticmethod
     def _due(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> bool:
@@ -272,6 +491,7 @@ class Controller:
             ),
             self._sample(spec, status, namespace, name),
         )
+        self._note_missing((namespace, name), observations.missing_reason)
         return Observations(
             now,
             interval,
@@ -282,6 +502,19 @@ class Controller:
             sample=sample,
             sample_missing=sample_missing,
         )
+
+    def _note_missing(self, key: RolloutKey, reason: str | None) -> None:
+        """One log line when a rollout's metrics go missing (Prometheus down, slow, answering
+        nonsense) and one when they are back; the gates say Inconclusive meanwhile."""
+        before = self._missing.get(key)
+        if reason == before:
+            return
+        if reason is None:
+            self._missing.pop(key, None)
+            log.info("%s/%s: metrics are back", *key)
+        else:
+            self._missing[key] = reason
+            log.warning("%s/%s: no metrics: %s", *key, reason)
 
     async def _sample_source(
         self, spec: RolloutSpec, namespace: str
@@ -367,7 +600,10 @@ class Controller:
         spec: RolloutSpec,
         status: RolloutStatus,
         repositories: ArmRepositories,
+        route: Mapping[str, Any] | None = None,
     ) -> World:
+        """Make the owned objects match ``status``, and the user's ``route`` (as the tick
+        read it; None when the traffic goes another way) carry its weights."""
         desired = desired_resources(owner, spec, status, repositories)
         # One list per owned kind serves the whole tick: applying, pruning, readiness.
         existing = {
@@ -382,16 +618,8 @@ class Controller:
         for stale in stale_objects(owner, existing.values(), desired):
             await self.kube.delete(kind_of(stale), owner.namespace, _key(stale)[2])
         originals = None
-        if spec.traffic.mode == "HTTPRoute" and spec.traffic.http_route_name is not None:
+        if route is not None and spec.traffic.http_route_name is not None:
             route_name = spec.traffic.http_route_name
-            route = await self.kube.get(HTTP_ROUTE, owner.namespace, route_name)
-            if route is None:
-                return World(
-                    False,
-                    Reason.ROUTE_MISSING,
-                    f"spec.traffic.httpRouteName: HTTPRoute {owner.namespace}/{route_name} "
-                    "not found",
-                )
             if status.original_backend_refs is None:
                 # Before the first weight: what to give back when the rollout is deleted.
                 current = route_backends(route)
@@ -399,7 +627,18 @@ class Controller:
             patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
             # The route is the user's: patch only its backends' weights, never own it whole.
             if needs_apply(patch, route):
-                await self.kube.merge_patch(HTTP_ROUTE, owner.namespace, route_name, patch)
+                try:
+                    await self.kube.merge_patch(HTTP_ROUTE, owner.namespace, route_name, patch)
+                except KubeError as error:
+                    if error.status != 404:
+                        raise
+                    # Deleted since the read: the same as not found, seen again next tick.
+                    return World(
+                        False,
+                        Reason.ROUTE_MISSING,
+                        f"spec.traffic.httpRouteName: HTTPRoute {owner.namespace}/{route_name} "
+                        "not found",
+                    )
         waiting = [
             obj["metadata"]["name"]
             for obj in desired
@@ -408,7 +647,7 @@ class Controller:
         ]
         if waiting:
             pods = await self.kube.list(POD, owner.namespace, owned_selector(owner.name))
-            problems = pod_problems(pods)
+            problems = pod_problems(pods) + await self._load_versions(spec, pods)
             if problems:
                 return World(False, Reason.PODS_FAILING, "; ".join(problems[:3]), originals)
             return World(
@@ -418,25 +657,152 @@ class Controller:
             True, Reason.RESOURCES_APPLIED, "every owned resource is applied and ready", originals
         )
 
+    async def _load_versions(self, spec: RolloutSpec, pods: list[dict[str, Any]]) -> list[str]:
+        """Load the asked-for model version on each pod that is up but not ready (see
+        :mod:`gelu_rollout.resources.model_versions`), all at once; why each that failed did."""
+        loads = [
+            (load, address)
+            for load in versions_to_load(pods)
+            if (address := self.pod_address(load.pod)) is not None
+        ]
+        answers = await asyncio.gather(
+            *(
+                load_version(
+                    address, spec.model.name, load.version, timeout_s=self.probe_timeout_seconds
+                )
+                for load, address in loads
+            )
+        )
+        return sorted(
+            f"{load.arm} pod {load.name}: version {load.version} of {spec.model.name} "
+            f"does not load: {answer}"
+            for (load, _), answer in zip(loads, answers, strict=True)
+            if answer
+        )
+
     # -- record ------------------------------------------------------------------------------
 
+    async def _post_events(self, body: Mapping[str, Any], events: Sequence[EmitEvent]) -> None:
+        """Post ``events`` about the rollout now, with the fields Kopf's poster gives them (the
+        handler's go through Kopf after the tick). A refused one is logged, not failed: Events
+        are auxiliary, as they are to Kopf."""
+        metadata = body.get("metadata") or {}
+        namespace = str(metadata.get("namespace"))
+        involved = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "name": metadata.get("name"),
+            "uid": metadata.get("uid"),
+            "namespace": namespace,
+        }
+        now = self.clock().isoformat()
+        for event in events:
+            obj = {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"namespace": namespace, "generateName": EVENT_NAME_PREFIX},
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:EVENT_MESSAGE_LIMIT],
+                "reportingComponent": EVENT_COMPONENT,
+                "source": {"component": EVENT_COMPONENT},
+                "involvedObject": involved,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "eventTime": now,
+            }
+            try:
+                code, answer = await self.kube.request(
+                    "POST", f"/api/v1/namespaces/{namespace}/events", body=obj
+                )
+            except Exception as error:  # no answer at all: as good as refused
+                code, answer = 0, str(error)
+            if code not in (200, 201):
+                log.warning(
+                    "%s/%s: the %s Event was not posted (%s): %s",
+                    namespace,
+                    metadata.get("name"),
+                    event.reason,
+                    code or "no answer",
+                    answer.get("message") if isinstance(answer, dict) else answer,
+                )
+
     def _not_ready(
-        self, raw_status: Mapping[str, Any], reason: Reason, message: str, generation: int | None
+        self, body: Mapping[str, Any], reason: Reason, message: str, generation: int | None
     ) -> TickResult:
         """The spec cannot be acted on: say why (Stalled, Ready and ResourcesReady False), touch
         nothing else. The generation counts as observed: its problem is what the status says."""
+        raw_status = body.get("status") or {}
         try:
-            status = parse_status(raw_status)
+            found = parse_status(raw_status)
         except SpecError:
-            status = RolloutStatus()
-        previous = status.condition(ConditionType.STALLED.value)
+            found = RolloutStatus()
+        previous = found.condition(ConditionType.STALLED.value)
         events: tuple[EmitEvent, ...] = ()
         if previous is None or (previous.reason, previous.message) != (reason.value, message):
             events = (EmitEvent("Warning", reason.value, message),)
         status = summarize(
-            status, self.clock(), generation, resources=Resources(False, reason, message)
+            found, self.clock(), generation, resources=Resources(False, reason, message)
+        )
+        metadata = body.get("metadata") or {}
+        self.metrics.record(
+            RolloutSample.of(
+                str(metadata.get("namespace")),
+                str(metadata.get("name")),
+                _model_name(body),
+                before=found,
+                after=status,
+            )
         )
         return TickResult(_status_patch(raw_status, status), events)
+
+
+def _model_name(body: Mapping[str, Any]) -> str:
+    """spec.model.name as written, for the metrics of a spec that may not parse ("" if none)."""
+    spec = body.get("spec")
+    model = spec.get("model") if isinstance(spec, Mapping) else None
+    name = model.get("name") if isinstance(model, Mapping) else None
+    return name if isinstance(name, str) else ""
+
+
+def _moves_the_world(before: RolloutStatus, after: RolloutStatus) -> bool:
+    """A decision the owned objects render differently: another stage, step or weight."""
+    return (before.stage, before.step_index, candidate_traffic_weight(before)) != (
+        after.stage,
+        after.step_index,
+        candidate_traffic_weight(after),
+    )
+
+
+def _change_marker(metadata: Mapping[str, Any]) -> ChangeMarker:
+    return (metadata.get("generation"), (metadata.get("annotations") or {}).get(REQUEST_ANNOTATION))
+
+
+def _settled(status: Mapping[str, Any], now: datetime) -> bool:
+    """The status a tick wrote is of a finished rollout whose owned objects are ready, and its
+    outcome is :data:`TERMINAL_SETTLE_SECONDS` old: it may rest between rechecks."""
+    if status.get("stage") not in TERMINAL_STAGES:
+        return False
+    ready = next(
+        (
+            c
+            for c in status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") == ConditionType.RESOURCES_READY.value
+        ),
+        None,
+    )
+    if ready is None or ready.get("status") != "True":
+        return False
+    finished = status.get("finishedAt")
+    if not isinstance(finished, str):
+        return True  # finished before finishedAt was kept: long settled
+    try:
+        finished_at = datetime.fromisoformat(finished)
+    except ValueError:
+        return False
+    if finished_at.tzinfo is None:
+        finished_at = finished_at.replace(tzinfo=UTC)
+    return now - finished_at >= timedelta(seconds=TERMINAL_SETTLE_SECONDS)
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:

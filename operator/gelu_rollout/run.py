@@ -17,7 +17,13 @@ import kopf
 
 from gelu_rollout.adapters.kube import Kind, KubeClient, login_for
 from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
-from gelu_rollout.controller import Controller, EndpointResolver, cluster_dns
+from gelu_rollout.controller import (
+    Controller,
+    EndpointResolver,
+    PodAddressResolver,
+    cluster_dns,
+    pod_ip,
+)
 from gelu_rollout.handlers import build_registry
 from gelu_rollout.metrics import OperatorMetrics
 
@@ -118,6 +124,7 @@ async def run_operator(
     config: OperatorConfig,
     *,
     endpoints: EndpointResolver = cluster_dns,
+    pod_address: PodAddressResolver = pod_ip,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
     metrics: OperatorMetrics | None = None,
@@ -134,7 +141,14 @@ async def run_operator(
         scrape_interval_seconds=config.scrape_interval_seconds,
     ) as observer:
         kube = KubeClient(login)
-        controller = Controller(kube, observer, endpoints, metrics)
+        controller = Controller(
+            kube,
+            observer,
+            endpoints,
+            metrics,
+            pod_address,
+            record_decisions_first=True,
+        )
         registry = build_registry(controller, tick_seconds=config.tick_seconds, login=login)
         liveness = (
             f"http://{config.bind_address}:{config.liveness_port}/healthz"

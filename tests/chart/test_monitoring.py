@@ -1,6 +1,6 @@
 """The chart's optional objects around the operator: the ServiceMonitor or PodMonitor of its
-metrics, the PrometheusRule (from files/rules, else GeluRolloutOperatorDown), the Grafana
-dashboards' ConfigMaps and the NetworkPolicy. All off by default."""
+metrics, the PrometheusRule (the rule files of monitoring/rules, copied into files/rules), the
+Grafana dashboards' ConfigMaps and the NetworkPolicy. All off by default."""
 
 from __future__ import annotations
 
@@ -15,24 +15,29 @@ import pytest
 import yaml
 
 from tests.chart.rendering import (
+    CHART,
     FULLNAME,
     MATRIX,
     NAMESPACE,
+    ROOT,
     Object,
     chart_copy,
     notes,
     of_kind,
     one,
     render,
+    render_manifests,
 )
 
 OPTIONAL: Final = ("Service", "ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy")
+RUNBOOKS: Final = "https://github.com/gelu-rollout/gelu-rollout/blob/main/docs/runbooks/"
+JOB: Final = f"{FULLNAME}-metrics"  # the ServiceMonitor's job: its Service's name
 RULES: Final = """\
 groups:
   - name: gelu-rollout-rollouts
     rules:
       - alert: GeluRolloutRolledBack
-        expr: increase(gelu_rollout_rollouts{stage="RolledBack"}[10m]) > 0
+        expr: increase(gelu_rollout_rolled_back_total[10m]) > 0
         labels:
           severity: warning
         annotations:
@@ -78,6 +83,7 @@ def test_the_service_monitor_scrapes_the_metrics_port_of_the_operators_pods() ->
     assert endpoint == {
         "port": "metrics",
         "path": "/metrics",
+        "honorLabels": True,  # the series' own namespace label, the rollout's, wins
         "interval": "30s",
         "scrapeTimeout": "10s",
     }
@@ -91,14 +97,17 @@ def test_the_pod_monitor_scrapes_the_pods_directly() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels(objects).items()
     (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics"
+    assert endpoint["honorLabels"] is True
     assert "metrics" in container_ports(objects)
 
 
+def rendered_rules(values: dict[str, Any], chart: Path = CHART) -> list[dict[str, Any]]:
+    rule = one(render({"prometheusRule": {"enabled": True}, **values}, chart), "PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
 def alert_expression(values: dict[str, Any]) -> str:
-    rule = one(render({"prometheusRule": {"enabled": True}, **values}), "PrometheusRule")
-    (group,) = rule["spec"]["groups"]
-    (alert,) = group["rules"]
-    assert alert["alert"] == "GeluRolloutOperatorDown"
+    (alert,) = [r for r in rendered_rules(values) if r.get("alert") == "GeluRolloutOperatorDown"]
     expr: str = alert["expr"]
     return expr
 
@@ -133,11 +142,62 @@ def test_the_rendered_rules_pass_promtool(case: str, tmp_path: Path) -> None:
     promtool_check(rule["spec"]["groups"], tmp_path)
 
 
-def test_rule_files_in_the_chart_replace_the_default_group(tmp_path: Path) -> None:
+def shipped_groups(runbooks: str = RUNBOOKS) -> list[dict[str, Any]]:
+    """The groups of monitoring/rules/*.yaml, in file order, with the two things the chart
+    sets: the runbooks' base URL and the operator's exact scrape job."""
+    groups: list[dict[str, Any]] = []
+    for path in sorted((ROOT / "monitoring" / "rules").glob("*.yaml")):
+        text = path.read_text().replace(RUNBOOKS, runbooks)
+        text = text.replace(
+            'job=~".*gelu-rollout.*-metrics"', f'job="{JOB}",namespace="{NAMESPACE}"'
+        )
+        groups += yaml.safe_load(text)["groups"]
+    return groups
+
+
+def test_the_prometheus_rule_holds_the_rule_files_as_written() -> None:
+    rule = one(render({"prometheusRule": {"enabled": True}}), "PrometheusRule")
+    assert rule["spec"]["groups"] == shipped_groups()
+
+
+def test_prometheus_templates_in_the_annotations_survive_helm() -> None:
+    # The files are read with .Files.Get, not templated: Helm leaves {{ $labels.x }} alone.
+    (rolled_back,) = [r for r in rendered_rules({}) if r.get("alert") == "GeluRolloutRolledBack"]
+    assert "{{ $labels.rollout }}" in rolled_back["annotations"]["summary"]
+    assert "{{ $labels.reason }}" in rolled_back["annotations"]["summary"]
+
+
+def test_the_runbook_base_url_replaces_the_projects() -> None:
+    base = "https://git.example.com/ops/gelu-rollout/-/blob/main/docs/runbooks/"
+    alerts = [
+        r
+        for r in rendered_rules({"prometheusRule": {"enabled": True, "runbookBaseUrl": base}})
+        if "alert" in r
+    ]
+    assert len(alerts) >= 10
+    for alert in alerts:
+        assert alert["annotations"]["runbook_url"] == f"{base}{alert['alert']}.md"
+    rule = one(
+        render({"prometheusRule": {"enabled": True, "runbookBaseUrl": base}}), "PrometheusRule"
+    )
+    assert rule["spec"]["groups"] == shipped_groups(base)
+    assert RUNBOOKS not in yaml.safe_dump(rule)
+
+
+def test_a_rule_file_added_to_the_chart_is_rendered_as_written(tmp_path: Path) -> None:
     chart = chart_copy(tmp_path, {"files/rules/rollouts.yaml": RULES})
     rule = one(render({"prometheusRule": {"enabled": True}}, chart), "PrometheusRule")
-    assert rule["spec"]["groups"] == yaml.safe_load(RULES)["groups"]  # as written, untemplated
+    added = yaml.safe_load(RULES)["groups"]
+    assert [g for g in rule["spec"]["groups"] if g["name"] == "gelu-rollout-rollouts"] == added
     promtool_check(rule["spec"]["groups"], tmp_path)
+
+
+def test_a_chart_without_rule_files_is_refused(tmp_path: Path) -> None:
+    chart = chart_copy(tmp_path, {})
+    shutil.rmtree(chart / "files" / "rules")
+    with pytest.raises(helm.HelmError, match=r"files/rules"):
+        render({"prometheusRule": {"enabled": True}}, chart)
+    assert not of_kind(render({}, chart), "PrometheusRule")  # nothing asked, nothing refused
 
 
 def test_a_rule_file_without_groups_is_refused_by_name(tmp_path: Path) -> None:
@@ -146,18 +206,46 @@ def test_a_rule_file_without_groups_is_refused_by_name(tmp_path: Path) -> None:
         render({"prometheusRule": {"enabled": True}}, chart)
 
 
-def test_no_dashboard_file_no_config_map() -> None:
-    objects = render({"dashboards": {"enabled": True}})
-    assert not of_kind(objects, "ConfigMap")
-    assert "no dashboard was installed" in notes({"dashboards": {"enabled": True}})
+def chart_with_dashboards(tmp: Path, files: dict[str, str]) -> Path:
+    """A copy of the chart whose files/dashboards holds ``files`` (name: text) only."""
+    chart = chart_copy(tmp, {})
+    shutil.rmtree(chart / "files" / "dashboards", ignore_errors=True)
+    (chart / "files" / "dashboards").mkdir(parents=True)
+    for name, text in files.items():
+        (chart / "files" / "dashboards" / name).write_text(text)
+    return chart
+
+
+def test_no_dashboard_file_no_config_map(tmp_path: Path) -> None:
+    chart = chart_with_dashboards(tmp_path, {})
+    manifests = render_manifests({"dashboards": {"enabled": True}}, chart)
+    assert not of_kind(render({"dashboards": {"enabled": True}}, chart), "ConfigMap")
+    chart_notes = next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+    assert "no dashboard was installed" in chart_notes
+
+
+def test_the_shipped_dashboards_are_config_maps_the_sidecar_finds_by_default() -> None:
+    shipped = sorted((CHART / "files" / "dashboards").glob("*.json"))
+    assert [p.name for p in shipped] == [
+        "gelu-debug.json",
+        "gelu-executive.json",
+        "gelu-oncall.json",
+    ]
+    assert "no dashboard was installed" not in notes({"dashboards": {"enabled": True}})
+    maps = of_kind(render({"dashboards": {"enabled": True}}), "ConfigMap")
+    by_file = {name: m for m in maps for name in m["data"]}
+    assert sorted(by_file) == [p.name for p in shipped]
+    for path in shipped:
+        config_map = by_file[path.name]
+        assert config_map["data"][path.name] == path.read_text().rstrip("\n")
+        assert config_map["metadata"]["namespace"] == NAMESPACE
+        # The label kube-prometheus-stack's Grafana sidecar looks for, unless told otherwise.
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_each_dashboard_file_is_a_config_map_for_the_sidecar(tmp_path: Path) -> None:
     dashboard = json.dumps({"title": "gelu-rollout", "panels": []}, indent=2)
-    chart = chart_copy(
-        tmp_path,
-        {"files/dashboards/Gelu_Overview.json": dashboard, "files/dashboards/gates.json": "{}"},
-    )
+    chart = chart_with_dashboards(tmp_path, {"Gelu_Overview.json": dashboard, "gates.json": "{}"})
     assert not of_kind(render({}, chart), "ConfigMap")  # off unless asked for
     values = {
         "dashboards": {

@@ -7,18 +7,24 @@ Each test prints its outcome (``E2E ...`` lines) for the record.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
+import tritonclient.http.aio as triton_http
 
+import gelu_lab
 from gelu_lab.sandbox.s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server
 from gelu_lab.sandbox.stack import sandbox
 from gelu_rollout.variants import render_repository, write_repository
 from tests.e2e.test_operator import MODEL, apply, condition, finished, manifest, traffic
 
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
+
+PLAIN_MODEL: Final = "plain_gelu"
+PLAIN_GELU: Final = Path(gelu_lab.__file__).parent / "models" / PLAIN_MODEL
 
 SECRET = {
     "apiVersion": "v1",
@@ -128,3 +134,72 @@ async def test_a_missing_bucket_says_why_in_a_condition_and_an_event() -> None:
             reasons = [e.get("reason") for e in await stack.events("nobucket")]
             assert "PodsFailing" in reasons
             print("E2E missing bucket:", resources["message"][:300])
+
+
+def two_versions(folder: Path) -> Path:
+    """A repository whose model ``plain_gelu`` has versions 1 (exact answers) and 2 (NaN
+    answers, by the model's ``nan_in_versions`` parameter), with Triton's default policy: the
+    latest version only."""
+    model = folder / PLAIN_MODEL
+    shutil.copytree(PLAIN_GELU / "1", model / "1")
+    shutil.copytree(PLAIN_GELU / "1", model / "2")
+    config = (PLAIN_GELU / "config.pbtxt").read_text()
+    parameters = 'parameters { key: "nan_in_versions" value: { string_value: "2" } }\n'
+    (model / "config.pbtxt").write_text(config + parameters)
+    return folder
+
+
+async def served_versions(stack: Any, service: str) -> dict[int, bool]:
+    """Whether each of versions 1 and 2 is ready on the Service's pods."""
+    ready = {}
+    for version in (1, 2):
+        client = triton_http.InferenceServerClient(
+            stack.pods.service_endpoints("default", service)[0]
+        )
+        try:
+            ready[version] = await client.is_model_ready(PLAIN_MODEL, str(version))
+        finally:
+            await client.close()
+    return ready
+
+
+@pytest.mark.asyncio
+async def test_each_arm_serves_the_version_it_names_of_one_repository() -> None:
+    uri = "pvc://model-store/plain"
+    rollout = manifest(
+        "versions",
+        {"storageUri": uri, "revision": "r1", "version": 2},
+        steps=[{"weight": 50, "analysisSeconds": 20}],
+    )
+    rollout["spec"]["model"]["name"] = PLAIN_MODEL
+    rollout["spec"]["baseline"] = {"storageUri": uri, "revision": "r1", "version": 1}
+    missing = json.loads(json.dumps(rollout))
+    missing["metadata"]["name"] = "noversion"
+    missing["spec"]["candidate"]["version"] = 7
+    async with sandbox() as stack:
+        two_versions(stack.pods.volume_path("default", "model-store") / "plain")
+        await apply(stack, rollout)
+        done = await stack.wait_for("versions", finished, timeout_s=150)
+        status = done["status"]
+        # The baseline was reloaded to version 1 (Triton's own policy loads 2), the candidate
+        # serves 2, whose NaN answers the probe catches beside the baseline's finite ones.
+        assert status["stage"] == "RolledBack", status["message"]
+        Path("/tmp/versions-status.json").write_text(json.dumps(status, indent=1))
+        assert condition(done, "RolledBack")["reason"] == "ProbeFailed"
+        assert await served_versions(stack, "versions-baseline") == {1: True, 2: False}
+        assert await served_versions(stack, "versions-candidate") == {1: False, 2: True}
+        print("E2E versions:", status["message"][:160])
+
+        await apply(stack, missing)
+
+        def failing(found: dict[str, Any]) -> bool:
+            conditions = (found.get("status") or {}).get("conditions") or []
+            return any(c.get("reason") == "PodsFailing" for c in conditions)
+
+        stalled = await stack.wait_for("noversion", failing, timeout_s=90)
+        resources = condition(stalled, "ResourcesReady")
+        assert "candidate pod noversion-candidate-" in resources["message"]
+        assert "version 7" in resources["message"], resources["message"]
+        assert "version policy" in resources["message"], resources["message"]
+        assert stalled["status"]["stage"] == "Pending"
+        print("E2E missing version:", resources["message"][:300])

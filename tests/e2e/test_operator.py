@@ -77,7 +77,15 @@ def stage(rollout: Mapping[str, Any]) -> str:
 
 
 def finished(rollout: Mapping[str, Any]) -> bool:
-    return stage(rollout) in ("Promoted", "RolledBack")
+    """The outcome is decided and acted on. The operator records a decision before it acts
+    (a crash between the two loses nothing), so the stage alone may run ahead of the world;
+    the kstatus summary is written after the act: Ready once a promotion's objects are in
+    place, Stalled once a rollback's are."""
+    summary = {"Promoted": "Ready", "RolledBack": "Stalled"}.get(stage(rollout))
+    if summary is None:
+        return False
+    conditions = (rollout.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == summary and c.get("status") == "True" for c in conditions)
 
 
 def condition(rollout: Mapping[str, Any], type_: str) -> Mapping[str, Any]:

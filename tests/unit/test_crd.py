@@ -23,6 +23,8 @@ import jsonschema
 import pydantic_core
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -154,8 +156,9 @@ def cel_program(rule: str) -> celpy.Runner:
 def cel_holds(rule: str, value: object) -> bool:
     """Whether a rule holds with ``self`` bound to ``value``; an evaluation error fails it."""
     try:
-        result = cel_program(rule).evaluate({"self": celpy.json_to_cel(value)})
-    except celpy.CELEvalError:
+        bound = json_to_cel(value)  # type: ignore[arg-type]  # a JSON value, as decoded
+        result = cel_program(rule).evaluate({"self": bound})
+    except CELEvalError:
         return False
     return isinstance(result, celpy.celtypes.BoolType) and bool(result)
 
@@ -556,8 +559,8 @@ _ALL_GATES_OFF = {key: {"enabled": False} for key in GATE_KEYS}
 _DOT_NAME = "must not be '.' or '..'"
 _ONE_SOURCE = "must set exactly one of variant, repository, storageUri"
 _REVISION_NEEDED = "revision is required with storageUri"
-_SAME_STORAGE = "candidate storageUri and revision must differ from the baseline's"
-_STORAGE_ONLY = "revision and storage are for storageUri only"
+_SAME_STORAGE = "candidate storageUri, revision and version must differ from the baseline's"
+_STORAGE_ONLY = "revision, storage and version are for storageUri only"
 _SAME_VARIANT = "candidate.variant must differ from baseline.variant"
 _SAME_MAP = "candidate.repository.configMapName must differ from baseline.repository.configMapName"
 _SHORT_STEP = (
@@ -568,6 +571,10 @@ _ROUTE_NEEDED = "httpRouteName is required when mode is HTTPRoute"
 _ROUTE_UNWANTED = "httpRouteName must not be set when mode is ReplicaRatio"
 _INCREASING = "step weights must be strictly increasing"
 _ONE_GATE = "must enable at least one gate"
+_PVC_STORAGE = "storage must not be set for pvc:// (the volume needs no access)"
+_GS_ENDPOINT = "storage.endpoint is for s3:// only"
+_GS_REGION = "storage.region is for s3:// only"
+_DETECTABLE = "detectRegression must be above maxRegression"
 
 # (spec, the rule it breaks: (path, message), where parse_spec reports it)
 BREAKING = [
@@ -624,6 +631,99 @@ BREAKING = [
         ((), _SAME_STORAGE),
         "spec.candidate.revision",
         id="same-storage-revision",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={"storageUri": "s3://models/gelu", "revision": "7", "version": 2},
+            candidate={"storageUri": "s3://models/gelu", "revision": "7", "version": 2},
+        ),
+        ((), _SAME_STORAGE),
+        "spec.candidate.revision",
+        id="same-storage-revision-version",
+    ),
+    pytest.param(
+        spec_with(candidate={"variant": "tanh", "version": 2}),
+        (("candidate",), _STORAGE_ONLY),
+        "spec.candidate.version",
+        id="version-without-storage",
+    ),
+    pytest.param(
+        spec_with(
+            candidate={
+                "storageUri": "pvc://models/gelu",
+                "revision": "7",
+                "storage": {"credentialsSecretName": "creds"},
+            }
+        ),
+        (("candidate",), _PVC_STORAGE),
+        "spec.candidate.storage",
+        id="storage-settings-for-a-volume",
+    ),
+    pytest.param(
+        spec_with(
+            candidate={
+                "storageUri": "gs://models/gelu",
+                "revision": "7",
+                "storage": {"endpoint": "https://minio:9000"},
+            }
+        ),
+        (("candidate",), _GS_ENDPOINT),
+        "spec.candidate.storage.endpoint",
+        id="endpoint-for-gcs",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={
+                "storageUri": "gs://models/gelu",
+                "revision": "7",
+                "storage": {"region": "eu"},
+            }
+        ),
+        (("baseline",), _GS_REGION),
+        "spec.baseline.storage.region",
+        id="region-for-gcs",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={
+                "storageUri": "pvc://models/gelu",
+                "revision": "7",
+                "storage": {"region": "eu"},
+            }
+        ),
+        (("baseline",), _PVC_STORAGE),
+        "spec.baseline.storage",
+        id="baseline-storage-settings-for-a-volume",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={
+                "storageUri": "gs://models/gelu",
+                "revision": "7",
+                "storage": {"endpoint": "https://minio:9000"},
+            }
+        ),
+        (("baseline",), _GS_ENDPOINT),
+        "spec.baseline.storage.endpoint",
+        id="baseline-endpoint-for-gcs",
+    ),
+    pytest.param(
+        spec_with(
+            candidate={
+                "storageUri": "gs://models/gelu",
+                "revision": "7",
+                "storage": {"region": "eu"},
+            }
+        ),
+        (("candidate",), _GS_REGION),
+        "spec.candidate.storage.region",
+        id="candidate-region-for-gcs",
+    ),
+    pytest.param(
+        spec_with(analysis={"gates": {"latency": {"maxRegression": 0.5, "detectRegression": 0.5}}}),
+        (("analysis", "gates", "latency"), _DETECTABLE),
+        "spec.analysis.gates.latency.detectRegression",
+        id="undetectable-regression",
     ),
     pytest.param(
         spec_with(candidate={"variant": "exact", "replicas": 3}),
@@ -754,6 +854,28 @@ ACCEPTED = [
         id="one-gate-enabled",
     ),
     pytest.param(spec_with(model={"name": "..."}), id="three-dots"),
+    pytest.param(
+        spec_with(candidate={"storageUri": "pvc://models/gelu", "revision": "7", "storage": {}}),
+        id="empty-storage-for-a-volume",
+    ),
+    pytest.param(
+        spec_with(analysis={"gates": {"latency": {"maxRegression": 1, "detectRegression": 2}}}),
+        id="detectable-regression",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={"storageUri": "s3://models/gelu", "revision": "7", "version": 1},
+            candidate={"storageUri": "s3://models/gelu", "revision": "7", "version": 2},
+        ),
+        id="two-versions-of-one-store",
+    ),
+    pytest.param(
+        spec_with(
+            baseline={"storageUri": "s3://models/gelu", "revision": "7"},
+            candidate={"storageUri": "s3://models/gelu", "revision": "7", "version": 2},
+        ),
+        id="a-version-beside-the-default",
+    ),
 ]
 
 

@@ -48,9 +48,13 @@ class DemoResult:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, str]] = field(default_factory=list)
     traffic: dict[str, dict[str, int]] = field(default_factory=dict)
+    rollout: dict[str, Any] = field(default_factory=dict)
+    """The rollout object as last read, for the decision report; not in :meth:`to_dict`."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        result = asdict(self)
+        del result["rollout"]
+        return result
 
 
 def _time(value: object) -> datetime | None:
@@ -178,4 +182,5 @@ async def run_scenario(
         ledger=list(status.get("ledger") or []),
         events=events,
         traffic=traffic,
+        rollout=dict(rollout),
     )

@@ -25,13 +25,16 @@ relies on more of the real API server than that, so ``SandboxEmulator`` adds it:
   of ``api_semantics``;
 - lists with ``kind: <Kind>List``, ``apiVersion`` and ``resourceVersion``; label and field
   selectors on lists and watches; watches that resume from a ``resourceVersion``;
+- admission of custom resources by their CRD's ``openAPIV3Schema`` (``admission``): unknown
+  fields refused (400) under ``fieldValidation=Strict`` and dropped otherwise, nulls dropped,
+  defaults applied, the schema and its CEL rules checked, a 422 naming each field otherwise;
 - deletion: finalizers hold an object with a ``deletionTimestamp``; owner references are
   garbage-collected (background propagation) when every owner is gone; a deleted namespace
   takes its objects along; a CustomResourceDefinition serves (and un-serves) its resource.
 
-The pure parts (patches, apply's field sets, selectors) are in ``api_semantics``; this module
-holds the state. ``emulator_server`` serves it over HTTP on loopback and writes the kubeconfig
-that points kubectl, the operator's client and Kopf at it.
+The pure parts (patches, apply's field sets, selectors) are in ``api_semantics``, admission in
+``admission``; this module holds the state. ``emulator_server`` serves it over HTTP on loopback
+and writes the kubeconfig that points kubectl, the operator's client and Kopf at it.
 """
 
 from __future__ import annotations
@@ -59,6 +62,11 @@ import yaml
 # kmock does not export its Response: a payload with a status or headers of its own.
 from kmock._internal.rendering import Response
 
+from gelu_lab.sandbox.admission import (
+    CustomResourceSchema,
+    invalid_message,
+    unknown_fields_message,
+)
 from gelu_lab.sandbox.api_semantics import (
     APPLY,
     UPDATE,
@@ -319,6 +327,10 @@ class SandboxEmulator(kmock.KubernetesEmulator):
 
     history_limit: int = 32  # versions kept per object in ``objects[...].history``
     event_log_limit: int = 10_000  # watch events kept for resuming from a resourceVersion
+    # kmock matches every request against its whole history of requests: a long run (hundreds
+    # of objects, thousands of requests) slows down quadratically. With a limit, only the
+    # newest requests are kept (and seen by kmock's DSL); None keeps them all.
+    request_history_limit: int | None = None
 
     _revision: int = attrs.field(default=0, init=False)
     _event_log: collections.deque[_LoggedEvent] = attrs.field(
@@ -329,6 +341,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
     )
     _log_floor: int = attrs.field(default=0, init=False)  # watches may resume from here on
     _outcomes: dict[kmock.Request, tuple[int, JsonObject]] = attrs.field(factory=dict, init=False)
+    # The openAPIV3Schema of each resource a CRD serves: its writes are admitted by it.
+    _schemas: dict[kmock.resource, CustomResourceSchema] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -384,6 +398,9 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         return await super().__call__(raw_request)
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        limit = self.request_history_limit
+        if limit is not None and len(self._requests) > limit:
+            del self._requests[: len(self._requests) - limit]  # this request is the newest
         if request.resource is not None and request.resource.plural == _NAMESPACES_ALIAS:
             path = request.url.path.replace(_NAMESPACES_ALIAS, "namespaces", 1)
             url = request.url.with_path(path).with_query(request.url.query)
@@ -591,10 +608,16 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         manager = request.params.get("fieldManager") or default_field_manager(
             _header(request, "User-Agent")
         )
+        validation = request.params.get("fieldValidation") or "Warn"  # the server's default
         async with self._lock:
             if method == kmock.method.POST and name is None:
                 created = await self._create(
-                    resource, info, namespace, request.data, manager=manager
+                    resource,
+                    info,
+                    namespace,
+                    request.data,
+                    manager=manager,
+                    field_validation=validation,
                 )
                 outcome = 201, created
             elif applying and name is not None:
@@ -607,7 +630,13 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     candidate = _require_object(request.data)
                 status_only = subresource == "status"
                 updated = await self._commit(
-                    resource, info, current, candidate, status_only=status_only, manager=manager
+                    resource,
+                    info,
+                    current,
+                    candidate,
+                    status_only=status_only,
+                    manager=manager,
+                    field_validation=validation,
                 )
                 outcome = 200, updated
             elif method == kmock.method.DELETE and name is not None and subresource is None:
@@ -683,7 +712,13 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                 raise _not_found(resource, name)
             meta["name"] = name
             created = await self._create(
-                resource, info, namespace, strip_nulls(intent), manager=manager, operation=APPLY
+                resource,
+                info,
+                namespace,
+                strip_nulls(intent),
+                manager=manager,
+                operation=APPLY,
+                field_validation=request.params.get("fieldValidation") or "Warn",
             )
             return 201, created
 
@@ -722,6 +757,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             status_only=bool(subresource),
             manager=manager,
             managed=managed,
+            field_validation=request.params.get("fieldValidation") or "Warn",
         )
         return 200, updated
 
@@ -770,6 +806,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         *,
         manager: str,
         operation: Operation = UPDATE,
+        field_validation: str = "Warn",
     ) -> JsonObject:
         if info.namespaced and namespace is None:
             raise _error(405, "MethodNotAllowed", "a namespaced object is created in a namespace")
@@ -817,6 +854,8 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         )
         if "status" in info.subresources:
             obj.pop("status", None)  # the status subresource is the only way to write it
+        obj = self._admit(resource, obj, field_validation)
+        meta = obj["metadata"]
         # The creator owns every field it wrote (an applier exactly its intent, the same here).
         owned = field_set(managed_part(obj, **self._scope(info, None)))
         if owned:
@@ -836,6 +875,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         status_only: bool,
         manager: str,
         managed: Sequence[ManagedFieldsEntry] | None = None,
+        field_validation: str = "Warn",
     ) -> JsonObject:
         """Store the result of a PATCH or PUT as the real API server would, or refuse it.
 
@@ -888,6 +928,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
                     "Forbidden",
                     "no new finalizers can be added if the object is being deleted",
                 )
+            updated = self._admit(resource, updated, field_validation)
 
         meta = updated["metadata"]
         if managed is None:
@@ -969,6 +1010,7 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             for served in _crd_resources(final):
                 with contextlib.suppress(KeyError):
                     del self.resources[served]
+                self._schemas.pop(served, None)
                 for other_key, other in list(self._objects.items()):
                     if other_key[0] == served and not other.deleted:
                         await self._remove(other_key, other.raw)
@@ -1045,6 +1087,36 @@ class SandboxEmulator(kmock.KubernetesEmulator):
         )
         return {key: value for key, value in obj.items() if key not in ignored}
 
+    def _admit(
+        self, resource: kmock.resource, obj: JsonObject, field_validation: str
+    ) -> JsonObject:
+        """A custom resource pruned, defaulted and validated by its CRD's schema, or a 400
+        (unknown fields under Strict field validation) or 422 (``admission``)."""
+        schema = self._schemas.get(resource)
+        if schema is None:
+            return obj
+        verdict = schema.admit(obj)
+        meta = _metadata(obj)
+        kind = str(obj.get("kind") or self.resources[resource].kind or resource.plural)
+        if verdict.unknown and field_validation == "Strict":
+            raise _error(
+                400,
+                "BadRequest",
+                unknown_fields_message(kind, _api_version(resource), verdict.unknown),
+            )
+        if verdict.refused:
+            name = str(meta.get("name") or "")
+            raise _error(
+                422,
+                "Invalid",
+                invalid_message(kind, resource.group or "", name, verdict.causes),
+                name=name,
+                group=resource.group,
+                kind=kind,
+                causes=[cause.to_json() for cause in verdict.causes],
+            )
+        return verdict.obj
+
     def _default(self, resource: kmock.resource, obj: JsonObject) -> None:
         """What the server fills in itself: a namespace's phase, a CRD's status and resources."""
         if resource == NAMESPACES and not _metadata(obj).get("deletionTimestamp"):
@@ -1065,6 +1137,11 @@ class SandboxEmulator(kmock.KubernetesEmulator):
             }
             for served, served_info in _crd_resources(obj).items():
                 self.resources[served] = served_info
+                self._schemas.pop(served, None)
+                for version in (obj.get("spec") or {}).get("versions") or []:
+                    schema = (version.get("schema") or {}).get("openAPIV3Schema")
+                    if version.get("name") == served.version and isinstance(schema, dict):
+                        self._schemas[served] = CustomResourceSchema(schema)
 
     async def _store(
         self,

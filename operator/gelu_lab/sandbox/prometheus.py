@@ -16,6 +16,12 @@ Each writer of targets keeps a file of its own, so that one never replaces anoth
 pod runner's (the default, ``targets.json``) and, by ``group``, ``targets-<group>.json``
 (the traffic router that plays the Gateway writes ``targets-gateway.json``). One job scrapes
 them all.
+
+Recording and alerting rules: ``rule_files`` (paths of promtool rule files) are copied into the
+server's folder and named in its configuration, evaluated every ``evaluation_interval_seconds``::
+
+    with PrometheusServer(rule_files=[Path("monitoring/rules/recording.yaml")]) as prometheus:
+        ...
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -93,13 +100,17 @@ def group_targets_path(targets_file: Path, group: str) -> Path:
 
 
 def render_config(
-    targets_file: Path, *, scrape_interval_seconds: float, evaluation_interval_seconds: float
+    targets_file: Path,
+    *,
+    scrape_interval_seconds: float,
+    evaluation_interval_seconds: float,
+    rule_files: Sequence[Path] = (),
 ) -> dict[str, Any]:
     """The server's configuration: one job whose targets come from ``targets_file`` and every
-    group's file beside it (``<stem>-*<suffix>``)."""
+    group's file beside it (``<stem>-*<suffix>``), and the rules of ``rule_files``."""
     interval = _duration(scrape_interval_seconds)
     groups = targets_file.with_name(f"{targets_file.stem}-*{targets_file.suffix}")
-    return {
+    config: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
             # Prometheus refuses a scrape timeout longer than the interval.
@@ -119,6 +130,22 @@ def render_config(
             }
         ],
     }
+    if rule_files:
+        config["rule_files"] = [str(path) for path in rule_files]
+    return config
+
+
+def copy_rule_files(rule_files: Sequence[Path], folder: Path) -> list[Path]:
+    """Copy ``rule_files`` into ``folder``, numbered so that two files of one name from
+    different folders both survive; the copies' paths, in order. The server reads its own
+    copies, so a file edited (or removed) while it runs does not change what it evaluates."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for index, source in enumerate(rule_files):
+        copy = folder / f"{index:02d}-{source.name}"
+        shutil.copyfile(source, copy)
+        copies.append(copy)
+    return copies
 
 
 def _cleanup(proc: subprocess.Popen[bytes] | None, workdir: Path, timeout_s: float) -> None:
@@ -143,8 +170,10 @@ class PrometheusServer:
         evaluation_interval_seconds: float = 1.0,
         startup_timeout_s: float = 30.0,
         stop_timeout_s: float = 10.0,
+        rule_files: Iterable[str | os.PathLike[str]] = (),
     ) -> None:
         self.binary = Path(binary)
+        self.rule_files = tuple(Path(path) for path in rule_files)
         self.scrape_interval_seconds = scrape_interval_seconds
         self.evaluation_interval_seconds = evaluation_interval_seconds
         self.startup_timeout_s = startup_timeout_s
@@ -168,14 +197,19 @@ class PrometheusServer:
         workdir = temporary_folder("gelu-prometheus-")
         self._workdir = workdir
         self._finalizer = weakref.finalize(self, _cleanup, None, workdir, self.stop_timeout_s)
-        self.set_targets([])
-        config_path = workdir / "prometheus.yml"
-        config = render_config(
-            self.targets_path,
-            scrape_interval_seconds=self.scrape_interval_seconds,
-            evaluation_interval_seconds=self.evaluation_interval_seconds,
-        )
-        config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        try:
+            self.set_targets([])
+            config_path = workdir / "prometheus.yml"
+            config = render_config(
+                self.targets_path,
+                scrape_interval_seconds=self.scrape_interval_seconds,
+                evaluation_interval_seconds=self.evaluation_interval_seconds,
+                rule_files=copy_rule_files(self.rule_files, workdir / "rules"),
+            )
+            config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        except BaseException:
+            self.stop()
+            raise
         try:
             for attempt in range(1, _START_ATTEMPTS + 1):
                 self._launch(config_path)
@@ -309,6 +343,13 @@ class PrometheusServer:
             data = json.load(response)
         targets: list[dict[str, Any]] = data["data"]["activeTargets"]
         return targets
+
+    def rule_groups(self) -> list[dict[str, Any]]:
+        """The rule groups loaded, as ``/api/v1/rules`` reports them (name, file, rules ...)."""
+        with urllib.request.urlopen(f"{self.url}/api/v1/rules", timeout=5.0) as response:
+            data = json.load(response)
+        groups: list[dict[str, Any]] = data["data"]["groups"]
+        return groups
 
     def wait_for_targets(self, count: int, *, timeout_s: float = 20.0) -> None:
         """Wait until ``count`` targets are active and healthy (scraped at least once)."""

@@ -9,6 +9,11 @@ given ``gateway=stack.gateway`` records its requests' durations in the one
 ``gelu_gateway_request_duration_seconds`` histogram, whose endpoint Prometheus scrapes as the
 target group ``gateway`` (:data:`GATEWAY_TARGET_LABELS`), beside the pods; a rollout's
 ``analysis.latencyHistogram`` points at it (``examples/rollout.yaml``).
+
+The operator's own metrics (``gelu_rollout_*``) are served on a free loopback port and scraped
+as the target group ``operator`` (:data:`OPERATOR_TARGET_LABELS`); ``rule_files`` (promtool rule
+files, e.g. ``monitoring/rules/*.yaml``) are evaluated by the stack's Prometheus, so the
+recording rules and the dashboards' queries can be checked against a real rollout.
 """
 
 from __future__ import annotations
@@ -16,12 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from prometheus_client import start_http_server
 
 from gelu_lab.sandbox.emulator_server import EmulatorServer, serve_emulator
 from gelu_lab.sandbox.kubelet import PodRunner
@@ -29,6 +37,7 @@ from gelu_lab.sandbox.processes import remove_folder, temporary_folder
 from gelu_lab.sandbox.prometheus import PrometheusServer, ScrapeTarget
 from gelu_lab.sandbox.shutdown import reclaim_signals
 from gelu_lab.sandbox.traffic import GatewayMetrics
+from gelu_rollout.metrics import OperatorMetrics
 from gelu_rollout.resources.crd import render_crd
 from gelu_rollout.run import OperatorConfig, run_operator
 from gelu_rollout.spec.resource import PLURAL
@@ -39,6 +48,10 @@ GATEWAY_GROUP = "gateway"
 GATEWAY_TARGET_LABELS = {"component": "gateway"}
 """The Gateway's scrape target labels: no ``namespace``, ``rollout`` or ``arm``, which would
 clash with its series' own labels or make it look like a pod of a rollout."""
+OPERATOR_GROUP = "operator"
+OPERATOR_TARGET_LABELS = {"component": "operator"}
+"""The operator's scrape target labels: none that its series carry themselves (``namespace``,
+``rollout``, ``model``), which Prometheus would rename ``exported_*``."""
 
 
 class KubectlError(RuntimeError):
@@ -57,6 +70,9 @@ class Sandbox:
     stop_operator: Callable[[], None]
     gateway: GatewayMetrics
     """The traffic's request-duration histogram, served and scraped (pass it to traffic)."""
+    operator_metrics: OperatorMetrics
+    """The operator's own metrics, served on :attr:`operator_metrics_address` and scraped."""
+    operator_metrics_address: str
     operator: asyncio.Task[None] | None = None
 
     @property
@@ -137,22 +153,48 @@ async def _until_ready(operator: asyncio.Task[None], ready: asyncio.Event) -> No
     raise TimeoutError("the operator was not ready after 30s")
 
 
+@contextlib.contextmanager
+def _serve_operator_metrics(metrics: OperatorMetrics) -> Iterator[str]:
+    """Serve ``metrics`` on a loopback port the kernel picks (port 0: no race for it); the
+    address. The server stops on exit, unlike the operator's own ``--metrics-port`` one,
+    which lives as long as its process: a test may start many stacks in one process."""
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=metrics.registry)
+    try:
+        port: int = server.server_address[1]
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
 @contextlib.asynccontextmanager
 async def sandbox(
     *,
     tick_seconds: float = TICK_SECONDS,
     scrape_interval_seconds: float = SCRAPE_INTERVAL_SECONDS,
     keep_logs: Path | None = None,
+    rule_files: Iterable[str | os.PathLike[str]] = (),
 ) -> AsyncIterator[Sandbox]:
-    """Start the stack; on exit stop everything and remove the temporary folder."""
+    """Start the stack; on exit stop everything and remove the temporary folder.
+
+    ``rule_files``: promtool rule files for the stack's Prometheus to evaluate."""
     workdir = temporary_folder("gelu-sandbox-")
+    operator_metrics = OperatorMetrics()
     try:
         with (
-            PrometheusServer(scrape_interval_seconds=scrape_interval_seconds) as prometheus,
+            PrometheusServer(
+                scrape_interval_seconds=scrape_interval_seconds, rule_files=rule_files
+            ) as prometheus,
             GatewayMetrics() as gateway,
+            _serve_operator_metrics(operator_metrics) as operator_metrics_address,
         ):
             prometheus.set_targets(
                 [ScrapeTarget(gateway.serve(), GATEWAY_TARGET_LABELS)], group=GATEWAY_GROUP
+            )
+            prometheus.set_targets(
+                [ScrapeTarget(operator_metrics_address, OPERATOR_TARGET_LABELS)],
+                group=OPERATOR_GROUP,
             )
             async with serve_emulator() as api:
                 kubeconfig = api.write_kubeconfig(workdir / "kubeconfig")
@@ -168,19 +210,32 @@ async def sandbox(
                     namespaces=("default",),
                     tick_seconds=tick_seconds,
                     scrape_interval_seconds=scrape_interval_seconds,
+                    # The stack serves the operator's metrics itself (above).
                     metrics_port=None,
                     liveness_port=None,
                     bind_address="127.0.0.1",
                 )
-                stack = Sandbox(workdir, api, prometheus, runner, kubeconfig, stop.set, gateway)
+                stack = Sandbox(
+                    workdir,
+                    api,
+                    prometheus,
+                    runner,
+                    kubeconfig,
+                    stop.set,
+                    gateway,
+                    operator_metrics,
+                    operator_metrics_address,
+                )
                 try:
                     await stack.kubectl("apply", "--validate=false", "-f", str(crd))
                     operator = stack.operator = asyncio.create_task(
                         run_operator(
                             config,
                             endpoints=runner.service_endpoints,
+                            pod_address=runner.pod_address,
                             stop_flag=stop,
                             ready_flag=ready,
+                            metrics=operator_metrics,
                         )
                     )
                     try:

@@ -4,6 +4,7 @@ the paired probe and the sampled comparison."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -45,6 +46,7 @@ from gelu_rollout.analysis.sample_inputs import (
     tick_rows,
 )
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
+from gelu_rollout.resources.model_versions import version_policy_config
 
 ARMS: Final = ("baseline", "candidate")
 TransportErrors = (InferenceServerException, aiohttp.ClientError, OSError)
@@ -351,3 +353,35 @@ async def run_sample(
     finally:
         await asyncio.gather(*(client.close() for client in clients.values()))
     return sampled_outputs(baseline, candidate)
+
+
+async def load_version(address: str, model: str, version: int, *, timeout_s: float = 10.0) -> str:
+    """Make the server at ``address`` serve only ``version`` of ``model``: reload the model with
+    the configuration the server reports for it and the version policy set to that version
+    (:func:`gelu_rollout.resources.model_versions.version_policy_config`).
+
+    Returns "" when the version is ready (already, or after the load), else why not: Triton's
+    own answer (a version the store does not hold: "at least one version must be available
+    under the version policy"), or the transport's.
+    """
+    client = triton_http.InferenceServerClient(address, conn_timeout=timeout_s)
+    try:
+
+        async def load() -> None:
+            if await client.is_model_ready(model, str(version)):
+                return
+            config = await client.get_model_config(model)
+            if not isinstance(config, dict):
+                raise InterfaceError("the server's model config is not a JSON object")
+            await client.load_model(
+                model, config=json.dumps(version_policy_config(config, version))
+            )
+
+        await asyncio.wait_for(load(), timeout=timeout_s)
+    except TimeoutError:
+        return f"no answer within {timeout_s:g} s"
+    except (*TransportErrors, InterfaceError) as error:
+        return _message(error)
+    finally:
+        await client.close()
+    return ""

@@ -15,6 +15,7 @@ sample from deciding, and docs/analysis.md discusses the assumption.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -62,6 +63,11 @@ def estimate_kl(
     ) / max(nc, 1.0)
     null_var = max(occupied - 1, 0) / 2.0 * h**2
     return KLEstimate(raw - bias, raw, max(delta_var, 0.0) + null_var, nb, nc)
+
+
+def _finite(value: float) -> float | None:
+    """The normal-mixture bound is -inf without information: no bound to report."""
+    return value if math.isfinite(value) else None
 
 
 def divergence_gate(
@@ -140,6 +146,7 @@ def divergence_gate(
             evidence.seconds,
             f"KL(baseline||candidate) {est.value:.4f} over {samples:.0f} outputs {origin}; "
             f"lower bound {lower:.4f} exceeds {max_kl:g}",
+            bound=_finite(lower),
         )
     if samples < min_outputs:
         return GateResult(
@@ -150,6 +157,7 @@ def divergence_gate(
             samples,
             evidence.seconds,
             f"{samples:.0f} of {min_outputs} outputs per arm needed {origin}; KL {est.value:.4f}",
+            bound=_finite(lower),
         )
     if est.value > max_kl:
         return GateResult(
@@ -161,6 +169,7 @@ def divergence_gate(
             evidence.seconds,
             f"KL {est.value:.4f} above {max_kl:g} but not yet significant "
             f"(lower bound {max(lower, 0.0):.4f}) {origin}",
+            bound=_finite(lower),
         )
     return GateResult(
         GATE,
@@ -171,4 +180,5 @@ def divergence_gate(
         evidence.seconds,
         f"KL(baseline||candidate) {max(est.value, 0.0):.4f} over {samples:.0f} outputs "
         f"(limit {max_kl:g}) {origin}",
+        bound=_finite(lower),
     )

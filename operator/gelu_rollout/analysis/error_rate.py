@@ -17,6 +17,7 @@ from gelu_rollout.analysis.power import error_rate_requests_for_power
 from gelu_rollout.analysis.sequential import (
     binomial_below_log_evalue,
     binomial_log_evalue,
+    binomial_rate_lower_bound,
     binomial_upper_tail,
     format_evalue,
 )
@@ -80,6 +81,9 @@ def error_rate_gate(
             "no candidate requests in this step",
         )
     burn = candidate.failures / n / error_budget
+    # The burn the failure test is confident of: above max_burn_rate exactly when it rejects.
+    lower_rate = binomial_rate_lower_bound(candidate.failures, n, alpha)
+    bound = lower_rate / error_budget if lower_rate is not None else None
     log_e = binomial_log_evalue(candidate.failures, n, max_burn_rate * error_budget)
     needed = math.log(1.0 / alpha)
     baseline_burn = (
@@ -99,6 +103,7 @@ def error_rate_gate(
             f"candidate burn rate {burn:.2f} is confidently above {max_burn_rate:g} "
             f"({candidate.failures:.0f} failures in {n:.0f} requests, evidence "
             f"{format_evalue(log_e)} >= {1 / alpha:.3g}; {versus})",
+            bound=bound,
         )
     # Proof: the rate confidently within tolerance. Power: enough requests that a burn of
     # detect_burn_rate would have made the test above reject with the stated power.
@@ -130,6 +135,7 @@ def error_rate_gate(
             evidence.seconds,
             f"{n:.0f} requests, burn {burn:.2f}, {versus}; {wanted}",
             harmless=within,
+            bound=bound,
         )
     if not within:
         return GateResult(
@@ -142,6 +148,7 @@ def error_rate_gate(
             f"candidate burn rate {burn:.2f} above {max_burn_rate:g} but not yet significant "
             f"(evidence {format_evalue(log_e)} of {1 / alpha:.3g}); {versus}",
             harmless=False,
+            bound=bound,
         )
     how = (
         f"within {max_burn_rate:g}"
@@ -163,4 +170,5 @@ def error_rate_gate(
         evidence.seconds,
         f"candidate burn rate {burn:.2f} {how} over {n:.0f} requests ({grounds}); {versus}",
         basis=basis,
+        bound=bound,
     )

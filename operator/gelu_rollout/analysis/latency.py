@@ -29,6 +29,7 @@ from gelu_rollout.analysis.power import binomial_plan_trials, tail_requests_for_
 from gelu_rollout.analysis.sequential import (
     RATE_MULTIPLIERS,
     binomial_log_evalue,
+    binomial_rate_lower_bound,
     format_evalue,
     scale_free_log_evalue,
 )
@@ -74,6 +75,31 @@ def _evidence(moments: WeightedMoments, log_tolerance: float) -> float:
         EFFECT_SCALE,
         extra_sum_sq=TIE_VARIANCE * moments.n,
     )
+
+
+# How far below the mean the bound's search goes, in log units: well past the clips, so a
+# bound not found there does not exist.
+BOUND_SEARCH_SPAN = 8.0
+
+
+def _mean_lower_bound(moments: WeightedMoments, alpha: float) -> float | None:
+    """The largest null mean the sequential t-test still rejects at ``alpha``, in the
+    samples' log unit: the test's lower confidence bound on the mean. None when it rejects
+    none. The e-value falls as the null mean rises (and is 1 at the mean), so bisect."""
+    needed = math.log(1.0 / alpha)
+    if moments.n < 2 or moments.weight <= 0:
+        return None
+    high = moments.mean
+    low = high - BOUND_SEARCH_SPAN
+    if _evidence(moments, low) < needed:
+        return None
+    for _ in range(24):
+        middle = (low + high) / 2.0
+        if _evidence(moments, middle) >= needed:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 # Above the ceiling a P99 puts more than 1% of requests; the ceiling gate on a histogram
@@ -211,6 +237,8 @@ def _sampled_regression_gate(
         )
     ratio = math.exp(m.mean)
     log_e = _evidence(m, math.log(limit))
+    lower = _mean_lower_bound(m, alpha)
+    bound = math.exp(lower) if lower is not None else None
     needed = math.log(1.0 / alpha)
     evidence_text = f"evidence {format_evalue(log_e)} of {1 / alpha:.3g}"
     failed = log_e >= needed
@@ -224,6 +252,7 @@ def _sampled_regression_gate(
             evidence.seconds,
             f"candidate latency is {ratio:.2f}x the baseline's over {m.n} ticks, confidently "
             f"above the {limit:.2f}x limit ({evidence_text})",
+            bound=bound,
         )
     if m.n < min_ticks:
         return GateResult(
@@ -234,6 +263,7 @@ def _sampled_regression_gate(
             m.n,
             evidence.seconds,
             f"{m.n} of {min_ticks} latency ticks needed; candidate/baseline {ratio:.2f}x",
+            bound=bound,
         )
     # Pass when the mean is within PASS_SLACK standard errors of the limit:
     # per-tick P99s are noisy, and a candidate near the limit should not wait
@@ -253,6 +283,7 @@ def _sampled_regression_gate(
             f"candidate latency {ratio:.2f}x the baseline's over {m.n} ticks, known to "
             f"+/-{math.expm1(error):.0%}; not within the {limit:.2f}x limit yet "
             f"({evidence_text})",
+            bound=bound,
         )
     return GateResult(
         REGRESSION_GATE,
@@ -262,6 +293,7 @@ def _sampled_regression_gate(
         m.n,
         evidence.seconds,
         f"candidate latency {ratio:.2f}x the baseline's over {m.n} ticks (limit {limit:.2f}x)",
+        bound=bound,
     )
 
 
@@ -271,6 +303,7 @@ def _histogram_ceiling_gate(
     above, requests = evidence.ceiling_above, evidence.ceiling_requests
     share = above / requests
     log_e = binomial_log_evalue(above, requests, CEILING_SHARE)
+    bound = binomial_rate_lower_bound(above, requests, alpha)
     counts = f"{above:.0f} of {requests:.0f} candidate requests above {ceiling_ms:g} ms"
     if log_e >= math.log(1.0 / alpha) and evidence.ticks >= min_ticks:
         return GateResult(
@@ -282,6 +315,7 @@ def _histogram_ceiling_gate(
             evidence.seconds,
             f"candidate P99 confidently above the {ceiling_ms:g} ms ceiling: {counts} "
             f"(evidence {format_evalue(log_e)} of {1 / alpha:.3g})",
+            bound=bound,
         )
     needed = binomial_plan_trials(
         CEILING_SHARE, CEILING_DETECT_SHARE, RATE_MULTIPLIERS, alpha, power
@@ -296,6 +330,7 @@ def _histogram_ceiling_gate(
             evidence.seconds,
             f"candidate P99 within the {ceiling_ms:g} ms ceiling: {counts}",
             basis="power",
+            bound=bound,
         )
     return GateResult(
         CEILING_GATE,
@@ -305,6 +340,7 @@ def _histogram_ceiling_gate(
         requests,
         evidence.seconds,
         f"{counts}; at most 1% and {needed or 0:,.0f} requests needed to pass",
+        bound=bound,
     )
 
 
@@ -335,6 +371,8 @@ def latency_ceiling_gate(
         )
     typical = ceiling_ms * math.exp(m.mean)
     log_e = _evidence(m, 0.0)
+    lower = _mean_lower_bound(m, alpha)
+    bound = ceiling_ms * math.exp(lower) if lower is not None else None
     failed = log_e >= math.log(1.0 / alpha)
     if failed and m.n >= min_ticks:
         return GateResult(
@@ -346,6 +384,7 @@ def latency_ceiling_gate(
             evidence.seconds,
             f"candidate P99 {typical:.1f} ms over {m.n} ticks, confidently above the "
             f"{ceiling_ms:g} ms ceiling (evidence {format_evalue(log_e)} of {1 / alpha:.3g})",
+            bound=bound,
         )
     if m.n < min_ticks or typical > ceiling_ms:
         return GateResult(
@@ -357,6 +396,7 @@ def latency_ceiling_gate(
             evidence.seconds,
             f"candidate P99 {typical:.1f} ms over {m.n} ticks (ceiling {ceiling_ms:g} ms, "
             f"{min_ticks} ticks and a mean under the ceiling needed to pass)",
+            bound=bound,
         )
     return GateResult(
         CEILING_GATE,
@@ -366,4 +406,5 @@ def latency_ceiling_gate(
         m.n,
         evidence.seconds,
         f"candidate P99 {typical:.1f} ms over {m.n} ticks (ceiling {ceiling_ms:g} ms)",
+        bound=bound,
     )

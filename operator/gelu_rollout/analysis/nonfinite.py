@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from gelu_rollout.analysis.observations import StepEvidence
-from gelu_rollout.analysis.sequential import binomial_log_evalue
+from gelu_rollout.analysis.sequential import binomial_log_evalue, binomial_rate_lower_bound
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 
 GATE = "nonFinite"
@@ -36,6 +36,10 @@ def nonfinite_gate(
     outputs = source.candidate.outputs + count
     per_million = count / outputs * 1e6 if outputs > 0 else 0.0
     origin = f"(from {source.source})"
+    # With a tolerance the test has a lower bound on the rate (per million); without one any
+    # non-finite output fails and there is no bound to show.
+    lower_rate = binomial_rate_lower_bound(count, outputs, alpha) if max_per_million > 0 else None
+    bound = lower_rate * 1e6 if lower_rate is not None else None
     if max_per_million <= 0:
         if count > 0:
             return GateResult(
@@ -62,6 +66,7 @@ def nonfinite_gate(
                 f"candidate non-finite rate {per_million:.1f} per million is confidently above "
                 f"{max_per_million:g} {origin}",
                 critical=True,
+                bound=bound,
             )
     if outputs <= 0:
         return GateResult(
@@ -85,6 +90,7 @@ def nonfinite_gate(
             f"{per_million:.1f} non-finite per million, above {max_per_million:g} but not yet "
             f"significant {origin}",
             critical=True,
+            bound=bound,
         )
     return GateResult(
         GATE,
@@ -95,4 +101,5 @@ def nonfinite_gate(
         evidence.seconds,
         f"{count:.0f} non-finite outputs in {outputs:.0f} {origin}",
         critical=True,
+        bound=bound,
     )

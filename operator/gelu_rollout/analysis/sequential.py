@@ -60,6 +60,61 @@ def binomial_log_evalue(
     return float(special.logsumexp(log_ratios) - math.log(len(multipliers)))
 
 
+def _binomial_log_evalue_scalar(
+    failures: float, successes: float, rate: float, multipliers: Sequence[float]
+) -> float:
+    """:func:`binomial_log_evalue` in plain floats: the same sum, some fifty times faster
+    than numpy on nine alternatives, for the bisection below that calls it many times."""
+    p0 = min(rate, 1.0 - 1e-12)
+    base = successes * math.log1p(-p0)
+    terms = [
+        failures * math.log(m) + successes * math.log1p(-m * p0) - base
+        for m in multipliers
+        if m * p0 < 1.0
+    ]
+    if not terms:
+        return 0.0
+    top = max(terms)
+    return top + math.log(sum(math.exp(t - top) for t in terms)) - math.log(len(multipliers))
+
+
+def binomial_rate_lower_bound(
+    failures: float,
+    requests: float,
+    alpha: float,
+    multipliers: Sequence[float] = RATE_MULTIPLIERS,
+) -> float | None:
+    """The largest tolerated rate that :func:`binomial_log_evalue` still rejects at ``alpha``:
+    the lower end of the confidence sequence its test implies. None when it rejects none.
+
+    The e-value only falls as the tolerated rate rises (each alternative's likelihood ratio
+    does, and alternatives at or above 1 drop out), so the rates it rejects are an interval
+    from 0 and bisection finds its end; at the observed rate itself no alternative above it
+    is likelier, so the end lies below it. Comparing the bound with a tolerated rate gives
+    the test's own answer; the gates report it so a chart can show how close a test came.
+    """
+    if requests <= 0 or failures <= 0:
+        return None
+    needed = math.log(1.0 / alpha)
+    successes = requests - failures
+    low, high = math.log(1e-12), math.log(min(failures / requests, 1.0 - 1e-12))
+    if (
+        low >= high
+        or _binomial_log_evalue_scalar(failures, successes, math.exp(low), multipliers) < needed
+    ):
+        return None
+    # 22 halvings of at most 28 nats: finer than the 4 digits the status keeps.
+    for _ in range(22):
+        middle = (low + high) / 2.0
+        if _binomial_log_evalue_scalar(failures, successes, math.exp(middle), multipliers) >= (
+            needed
+        ):
+            low = middle
+        else:
+            high = middle
+    return math.exp(low)
+
+
 PROOF_MULTIPLIERS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 0.75)
 """Alternatives of the proof that a rate is within tolerance: fractions of the tolerated rate."""
 

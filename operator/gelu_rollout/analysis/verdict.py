@@ -39,6 +39,12 @@ class GateResult:
     no_data: bool = False
     """The gate has no source for its evidence at all (the series it needs do not exist),
     as opposed to not enough of it yet; ``message`` says which series and what to do."""
+    bound: float | None = None
+    """The confidence bound the gate's failure test compares with ``threshold``, in the
+    same unit: the lower end of what the evidence allows (the gate fails when it is above the
+    threshold, other conditions such as the blame guard or ``min_ticks`` permitting). None
+    where the gate's test has no such bound (a p-value per window, a count with no
+    tolerance) or no evidence yet. It reports, it never decides."""
 
     @property
     def failed(self) -> bool:

@@ -65,8 +65,26 @@ _ARM_RULES: Final = (
         ".revision",
     ),
     _rule(
-        "has(self.storageUri) || (!has(self.revision) && !has(self.storage))",
-        "revision and storage are for storageUri only",
+        "has(self.storageUri) || (!has(self.revision) && !has(self.storage) && !has(self.version))",
+        "revision, storage and version are for storageUri only",
+    ),
+    _rule(
+        "!has(self.storageUri) || !self.storageUri.startsWith('pvc://') || !has(self.storage)"
+        " || size(self.storage) == 0",
+        "storage must not be set for pvc:// (the volume needs no access)",
+        ".storage",
+    ),
+    _rule(
+        "!has(self.storageUri) || !self.storageUri.startsWith('gs://') || !has(self.storage)"
+        " || !has(self.storage.endpoint)",
+        "storage.endpoint is for s3:// only",
+        ".storage.endpoint",
+    ),
+    _rule(
+        "!has(self.storageUri) || !self.storageUri.startsWith('gs://') || !has(self.storage)"
+        " || !has(self.storage.region)",
+        "storage.region is for s3:// only",
+        ".storage.region",
     ),
 )
 
@@ -88,8 +106,10 @@ RULES: Final[Mapping[tuple[str, ...], tuple[Rule, ...]]] = {
         _rule(
             "!has(self.baseline.storageUri) || !has(self.candidate.storageUri)"
             " || self.candidate.storageUri != self.baseline.storageUri"
-            " || self.candidate.revision != self.baseline.revision",
-            "candidate storageUri and revision must differ from the baseline's",
+            " || self.candidate.revision != self.baseline.revision"
+            " || (has(self.candidate.version) ? self.candidate.version : 0)"
+            " != (has(self.baseline.version) ? self.baseline.version : 0)",
+            "candidate storageUri, revision and version must differ from the baseline's",
             ".candidate.revision",
         ),
         _rule(
@@ -119,6 +139,13 @@ RULES: Final[Mapping[tuple[str, ...], tuple[Rule, ...]]] = {
             f"{_cel_list(range(1, MAX_STEPS))}.all(i,"
             " i >= size(self) || self[i].weight > self[i - 1].weight)",
             "step weights must be strictly increasing",
+        ),
+    ),
+    ("analysis", "gates", "latency"): (
+        _rule(
+            "!has(self.detectRegression) || self.detectRegression > self.maxRegression",
+            "detectRegression must be above maxRegression",
+            ".detectRegression",
         ),
     ),
     ("analysis", "gates"): (

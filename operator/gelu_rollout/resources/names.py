@@ -34,6 +34,8 @@ LABEL_ROLLOUT: Final = "gelu.dev/rollout"
 LABEL_ARM: Final = "gelu.dev/arm"
 LABEL_REVISION: Final = "gelu.dev/revision"
 ANNOTATION_SOURCE: Final = "gelu.dev/source"
+ANNOTATION_MODEL_VERSION: Final = "gelu.dev/model-version"
+"""On an arm's pods: the model version they must serve (``spec.<arm>.version``)."""
 """Where an arm's repository came from: ``variant/<name>`` or ``configMap/<name>``."""
 
 APP_NAME: Final = "triton-inference-server"

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from gelu_rollout.resources.names import (
+    ANNOTATION_MODEL_VERSION,
     ANNOTATION_SOURCE,
     Arm,
     OwnerRef,
@@ -87,7 +88,8 @@ def source_of(arm: ArmSpec) -> str:
     """Where an arm's repository comes from: ``variant/<name>``, ``configMap/<name>`` or
     ``storage/<uri>@<revision>``."""
     if arm.storage_uri is not None:
-        return f"storage/{arm.storage_uri}@{arm.revision}"
+        version = "" if arm.version is None else f" version {arm.version}"
+        return f"storage/{arm.storage_uri}@{arm.revision}{version}"
     if arm.repository is not None:
         return f"configMap/{arm.repository.config_map_name}"
     return f"variant/{arm.variant}"
@@ -112,9 +114,10 @@ class ArmSource:
         ``revision`` the spec gives for it (the operator does not read the store)."""
         if self.spec.storage_uri is None:
             return repository_revision(self.files)
-        return repository_revision(
-            {"storageUri": self.spec.storage_uri, "revision": str(self.spec.revision)}
-        )
+        identity = {"storageUri": self.spec.storage_uri, "revision": str(self.spec.revision)}
+        if self.spec.version is not None:
+            identity["version"] = str(self.spec.version)
+        return repository_revision(identity)
 
     @property
     def name(self) -> str:
@@ -294,6 +297,14 @@ def _volumes(owner: OwnerRef, arm: Arm, source: ArmSource) -> list[dict[str, Any
     ]
 
 
+def ready_path(model: str, version: int | None) -> str:
+    """Triton's readiness endpoint of the model, or of the one version the arm must serve: a
+    pod is ready only once that version is loaded (:mod:`gelu_rollout.resources.model_versions`)."""
+    if version is None:
+        return f"/v2/models/{model}/ready"
+    return f"/v2/models/{model}/versions/{version}/ready"
+
+
 def _container(model: ModelSpec, source: ArmSource, pod: PodSpec) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
@@ -309,7 +320,7 @@ def _container(model: ModelSpec, source: ArmSource, pod: PodSpec) -> dict[str, A
         # startup probe gives a slow load five minutes before liveness may restart the pod.
         "startupProbe": _probe("/v2/health/live", period=5, failures=60),
         "livenessProbe": _probe("/v2/health/live", period=10, failures=3),
-        "readinessProbe": _probe(f"/v2/models/{model.name}/ready", period=5, failures=3),
+        "readinessProbe": _probe(ready_path(model.name, source.spec.version), period=5, failures=3),
         "resources": _resources(pod),
         # A model that fails to load (a missing bucket, bad credentials) ends the server:
         # the last lines of its log become the container's termination message.
@@ -368,6 +379,8 @@ def render_deployment(
     pod = pod or PodSpec()
     labels = object_labels(owner.name, arm, source.revision)
     annotations = {ANNOTATION_SOURCE: source.name}
+    if source.spec.version is not None:
+        annotations[ANNOTATION_MODEL_VERSION] = str(source.spec.version)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

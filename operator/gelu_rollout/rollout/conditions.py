@@ -64,12 +64,23 @@ class Reason(StrEnum):
     NOT_STALLED = "NotStalled"
     # ResourcesReady: the owned resources, as the operator (not decide) sees them.
     RESOURCES_APPLIED = "ResourcesApplied"
+    APPLYING = "Applying"  # a decision recorded, the owned objects not yet made to follow it
     WAITING_FOR_PODS = "WaitingForPods"
     PODS_FAILING = "PodsFailing"
     INVALID_SPEC = "InvalidSpec"
     REPOSITORY_MISSING = "RepositoryMissing"
     ROUTE_MISSING = "HTTPRouteMissing"
     INVALID_REQUEST = "InvalidRequest"
+    # The API server refused a request in a way that retrying the same request cannot mend
+    # (the error policy, docs/operator.md): the operator waits for a change.
+    FORBIDDEN = "Forbidden"
+    """403: the operator's service account may not do what the rollout needs."""
+    APPLY_REJECTED = "ApplyRejected"
+    """400 or 422 on a write: the object the operator rendered was refused as invalid."""
+    NOT_FOUND = "NotFound"
+    """404 on a write: the namespace, the kind or the object went away under the operator."""
+    REQUEST_REJECTED = "RequestRejected"
+    """Any other 4xx that no retry mends (405, 410, 415 ...)."""
 
 
 # The reason a rollback reports when a given gate fails.
@@ -83,12 +94,22 @@ FAILURE_REASONS: dict[str, Reason] = {
     "divergence": Reason.OUTPUT_DIVERGENCE,
 }
 
-BLOCKING_REASONS: frozenset[Reason] = frozenset(
-    {Reason.INVALID_SPEC, Reason.REPOSITORY_MISSING, Reason.ROUTE_MISSING, Reason.PODS_FAILING}
+API_REFUSALS: frozenset[Reason] = frozenset(
+    {Reason.FORBIDDEN, Reason.APPLY_REJECTED, Reason.NOT_FOUND, Reason.REQUEST_REJECTED}
+)
+"""The reasons of a request the API server refused for good (the error policy's permanent
+failures)."""
+
+BLOCKING_REASONS: frozenset[Reason] = (
+    frozenset(
+        {Reason.INVALID_SPEC, Reason.REPOSITORY_MISSING, Reason.ROUTE_MISSING, Reason.PODS_FAILING}
+    )
+    | API_REFUSALS
 )
 """ResourcesReady reasons that stall the rollout: nothing moves until a person fixes the spec,
-creates the object it names, or mends what keeps the pods from starting (a bucket, a
-credential, an image)."""
+creates the object it names, mends what keeps the pods from starting (a bucket, a
+credential, an image), or what made the API server refuse the operator (its RBAC, an
+admission policy)."""
 
 
 def set_condition(

@@ -58,7 +58,15 @@ from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.power_plan import infeasible, plan_gates, plan_to_status
 from gelu_rollout.rollout.requests import RequestKind
 from gelu_rollout.spec.model import RolloutSpec
-from gelu_rollout.spec.status import LedgerEntry, RolloutStatus, Stage
+from gelu_rollout.spec.status import (
+    GATE_HISTORY_LIMIT,
+    HISTORY_VERDICTS,
+    GateHistoryTick,
+    LedgerEntry,
+    RolloutStatus,
+    Stage,
+    significant,
+)
 
 
 @dataclass(frozen=True)
@@ -179,11 +187,33 @@ class _Next:
             limit = self.spec.analysis.ledger_limit
             self.update(ledger=[*self.status.ledger, *entries][-limit:])
 
+    def _remember(self) -> None:
+        """Every judged tick goes into the bounded gate history, for the decision report."""
+        if not self.results:
+            return
+        tick = GateHistoryTick(
+            time=self.now,
+            step=self.judged_at[0],
+            weight=self.judged_at[1],
+            gates={
+                r.gate: (
+                    significant(r.value),
+                    significant(r.bound),
+                    significant(r.threshold),
+                    HISTORY_VERDICTS[r.verdict.value],
+                )
+                for r in self.results
+            },
+            decided=True if self.decided else None,
+        )
+        self.update(gate_history=[*self.status.gate_history, tick][-GATE_HISTORY_LIMIT:])
+
     def analysis(self, state: AnalysisState) -> None:
         self.update(analysis=state.to_dict())
 
     def decision(self) -> Decision:
         self._record()
+        self._remember()
         self.status = summarize(self.status, self.now, self.generation, previous=self.written)
         return Decision(self.status, tuple(self.events), self.results)
 

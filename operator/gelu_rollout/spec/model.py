@@ -10,6 +10,7 @@ models.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Final, Literal, get_args
@@ -213,7 +214,10 @@ def arm_problems(raw: object, path: str) -> list[Problem]:
         if raw.get("revision") is None:
             problems.append((_key(path, "revision"), "is required with storageUri"))
         storage = raw.get("storage")
-        if uri.startswith("pvc://") and isinstance(storage, Mapping) and storage:
+        # Set means some setting is: an empty mapping (as the API server stores one whose
+        # nulls it dropped, and as the model dumps an empty one) asks for nothing.
+        settings = isinstance(storage, Mapping) and any(v is not None for v in storage.values())
+        if uri.startswith("pvc://") and settings:
             problems.append(
                 (_key(path, "storage"), "must not be set for pvc:// (the volume needs no access)")
             )
@@ -222,7 +226,7 @@ def arm_problems(raw: object, path: str) -> list[Problem]:
                 if storage.get(key) is not None:
                     problems.append((_key(path, f"storage.{key}"), "is for s3:// only"))
     else:
-        for key in ("revision", "storage"):
+        for key in ("revision", "storage", "version"):
             if raw.get(key) is not None:
                 problems.append((_key(path, key), "is for storageUri only"))
     return problems
@@ -273,6 +277,36 @@ def gates_problems(raw: object, path: str) -> list[Problem]:
     return [(path, "must enable at least one gate")]
 
 
+def _is_number(value: object, low: float, high: float) -> bool:
+    """A finite number (not a boolean) in ``(low, high]``."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    return math.isfinite(value) and low < value <= high
+
+
+DEFAULT_MAX_REGRESSION: Final = 0.10
+
+
+def latency_problems(raw: object, path: str) -> list[Problem]:
+    """``detectRegression``, where set, must be above ``maxRegression`` (default 0.1)."""
+    if not isinstance(raw, Mapping):
+        return []
+    detect = raw.get("detectRegression")
+    limit = raw.get("maxRegression", DEFAULT_MAX_REGRESSION)
+    if not (_is_number(detect, 0, 1000) and _is_number(limit, 0, 10)):
+        return []  # absent, or wrong on its own (reported per field)
+    assert isinstance(detect, int | float)
+    assert isinstance(limit, int | float)
+    if detect <= limit:
+        return [
+            (
+                _key(path, "detectRegression"),
+                f"must be above maxRegression ({limit:g}), got {describe_value(detect)}",
+            )
+        ]
+    return []
+
+
 def _config_map_name(arm: object) -> object:
     return _get(_get(arm, "repository"), "configMapName")
 
@@ -292,16 +326,19 @@ def rollout_problems(raw: object, path: str) -> list[Problem]:
             )
         )
     uri, revision = _get(candidate, "storageUri"), _get(candidate, "revision")
+    version = _get(candidate, "version")
     if (
         isinstance(uri, str)
         and isinstance(revision, str)
-        and (uri, revision) == (_get(baseline, "storageUri"), _get(baseline, "revision"))
+        and (uri, revision, version)
+        == (_get(baseline, "storageUri"), _get(baseline, "revision"), _get(baseline, "version"))
     ):
+        served = "" if version is None else f" version {describe_value(version)}"
         problems.append(
             (
                 _key(path, "candidate.revision"),
-                "must differ from baseline's storageUri and revision, both are "
-                f"{describe_value(uri)} at {describe_value(revision)}",
+                "must differ from baseline's storageUri, revision and version, both are "
+                f"{describe_value(uri)} at {describe_value(revision)}{served}",
             )
         )
     name = _config_map_name(candidate)
@@ -399,6 +436,9 @@ def cross_field_problems(raw: object, path: str = "spec") -> list[Problem]:
         *arm_problems(raw.get("candidate"), _key(path, "candidate")),
         *traffic_problems(raw.get("traffic"), _key(path, "traffic")),
         *gates_problems(_get(analysis, "gates"), _key(path, "analysis.gates")),
+        *latency_problems(
+            _get(_get(analysis, "gates"), "latency"), _key(path, "analysis.gates.latency")
+        ),
         *rollout_problems(raw, path),
         *length_problems(raw, path),
     ]
@@ -603,6 +643,16 @@ class ArmSpec(SpecModel):
     )
     storage: StorageSpec | None = Field(
         default=None, description="How the pods reach the object store of storageUri."
+    )
+    version: StrictInt | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "The version of the model this arm serves, of those in storageUri: its pods "
+            "load the model with Triton's version policy set to this one version, and count "
+            "as ready only once it is. Without it, the model's own config.pbtxt decides "
+            "(Triton's default: the latest version). With storageUri only."
+        ),
     )
     replicas: StrictInt = Field(
         default=1, ge=1, le=100, description="Triton server replicas for this arm."
@@ -810,7 +860,7 @@ class LatencyGate(SpecModel):
         ),
     )
     max_regression: Number = Field(
-        default=0.10,
+        default=DEFAULT_MAX_REGRESSION,
         gt=0,
         le=10,
         description=("The candidate's P99 may be at most baseline P99 x (1 + maxRegression)."),
@@ -843,10 +893,7 @@ class LatencyGate(SpecModel):
 
     @model_validator(mode="after")
     def _detectable(self) -> LatencyGate:
-        if self.detect_regression is not None and self.detect_regression <= self.max_regression:
-            _raise_problems(
-                [("detectRegression", f"must be above maxRegression ({self.max_regression:g})")]
-            )
+        _raise_problems(latency_problems(self.model_dump(by_alias=True), ""))
         return self
 
 

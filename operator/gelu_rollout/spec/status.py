@@ -110,6 +110,38 @@ class LedgerEntry(StatusModel):
         return _finite_or_none(value)
 
 
+GATE_HISTORY_LIMIT = 200
+"""How many ticks ``status.gateHistory`` keeps (the newest): at a minute a tick, over three
+hours, in about 60 KB with six gates."""
+
+HISTORY_VERDICTS: dict[str, str] = {"Pass": "P", "Fail": "F", "Inconclusive": "I"}
+"""A verdict's one letter in ``gateHistory``."""
+HistoryVerdict = Literal["P", "F", "I"]
+GateSample = tuple[float | None, float | None, float | None, HistoryVerdict]
+"""One gate at one tick: value, bound, threshold (in the gate's unit; null when absent or
+not finite) and the verdict's letter."""
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """``value`` to ``digits`` significant digits, None when it is absent or not finite: the
+    history keeps what a chart can show, in as few bytes as that takes."""
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")
+
+
+class GateHistoryTick(StatusModel):
+    """One judged tick, compactly: where the evidence was gathered and each gate's numbers."""
+
+    time: Timestamp
+    step: int = Field(ge=0)
+    weight: int = Field(ge=0, le=100)
+    gates: dict[str, GateSample] = Field(default_factory=dict)
+    decided: bool | None = None
+    """True at a tick that decided (a step advanced, promoted, rolled back, paused, or the
+    probe's answer); absent otherwise."""
+
+
 class RolloutStatus(StatusModel):
     """The status of a GeluModelRollout."""
 
@@ -128,6 +160,10 @@ class RolloutStatus(StatusModel):
     finished_at: Timestamp | None = None
     conditions: list[Condition] = Field(default_factory=list)
     ledger: list[LedgerEntry] = Field(default_factory=list)
+    gate_history: list[GateHistoryTick] = Field(default_factory=list)
+    """Every judged tick's gate values, bounds, thresholds and verdicts, the newest
+    :data:`GATE_HISTORY_LIMIT`: what the decision report charts (the ledger keeps only the
+    changes)."""
     last_verdict: Verdict | None = None
     message: str = ""
     handled_request: str | None = None
@@ -159,6 +195,11 @@ class RolloutStatus(StatusModel):
         result = _drop_none(data)
         result["conditions"] = [_drop_none(c) for c in data["conditions"]]
         result["ledger"] = [_drop_none(e) for e in data["ledger"]]
+        # Left out while empty: the history only ever grows, and a status that never
+        # judged a tick (or one from an operator before it) stays as it was.
+        history = [_drop_none(t) for t in result.pop("gateHistory")]
+        if history:
+            result["gateHistory"] = history
         result["analysis"] = self.model_dump(mode="json", include={"analysis"})["analysis"]
         return result
 

@@ -7,6 +7,7 @@ directory. The same files run in the stock ``tritonserver`` container and in the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Mapping
@@ -45,8 +46,10 @@ class Faults:
             )
 
 
+@functools.cache
 def model_source() -> str:
-    """The text of the Python-backend model shared by every variant."""
+    """The text of the Python-backend model shared by every variant (read once: every arm of
+    every rollout renders it at every tick)."""
     return resources.files("gelu_rollout.variants").joinpath("triton_model.py").read_text()
 
 
@@ -108,10 +111,26 @@ def write_repository(root: Path, model_name: str, files: Mapping[str, str]) -> P
 
 def repository_revision(files: Mapping[str, str]) -> str:
     """A short content hash: any change to any file is a new revision."""
+    # Each tick renders the same repositories again, and hashing a model's files (a user's
+    # repository may be near a ConfigMap's 1 MiB) is the larger part of rendering: the digest
+    # is kept per content, keyed by each file's length and (keyed, per-process) string hash so
+    # that the cache holds no file's text.
+    fingerprint = tuple((key, len(files[key]), hash(files[key])) for key in sorted(files))
+    cached = _REVISIONS.get(fingerprint)
+    if cached is not None:
+        return cached
     digest = hashlib.sha256()
     for key in sorted(files):
         digest.update(key.encode())
         digest.update(b"\0")
         digest.update(files[key].encode())
         digest.update(b"\0")
-    return digest.hexdigest()[:10]
+    revision = digest.hexdigest()[:10]
+    if len(_REVISIONS) >= _REVISIONS_KEPT:
+        _REVISIONS.clear()
+    _REVISIONS[fingerprint] = revision
+    return revision
+
+
+_REVISIONS: dict[tuple[tuple[str, int, int], ...], str] = {}
+_REVISIONS_KEPT = 4096

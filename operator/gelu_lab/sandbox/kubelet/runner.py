@@ -46,6 +46,7 @@ from gelu_lab.sandbox.kubelet.lifecycle import (
     stop_server,
 )
 from gelu_lab.sandbox.kubelet.objects import (
+    ANNOTATION_HTTP,
     crashed_status,
     pod_object,
     pod_status,
@@ -220,6 +221,12 @@ class PodRunner:
         return [
             pod.http_address for pod in self.service_pods(namespace, service) if pod.http_address
         ]
+
+    @staticmethod
+    def pod_address(pod: Mapping[str, Any]) -> str | None:
+        """HTTP ``host:port`` of one Pod object's server (the pod IP stand-in)."""
+        address = ((pod.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HTTP)
+        return str(address) if address else None
 
     @property
     def workdir(self) -> Path | None:
@@ -423,12 +430,18 @@ class PodRunner:
             return
         self._restarts.pop(pod.key, None)
         self._backoff.pop(pod.key, None)
-        pod.state, pod.ready, pod.failures = "running", True, 0
+        # As a kubelet does: ready once the container's own readiness probe passes (the server
+        # being up is not enough: the probe may ask for one model version).
+        if self._probe_session is None:
+            self._probe_session = aiohttp.ClientSession()
+        pod.state, pod.failures = "running", 0
+        pod.ready = await probe(self._probe_session, pod)
         self._publish()
         logger.info(
-            "pod %s/%s is ready: http %s, metrics %s",
+            "pod %s/%s is running (ready: %s): http %s, metrics %s",
             pod.namespace,
             pod.name,
+            pod.ready,
             pod.server.http_url,
             pod.server.metrics_address,
         )

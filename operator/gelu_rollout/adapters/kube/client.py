@@ -36,12 +36,18 @@ APPLY_PATCH: Final = "application/apply-patch+yaml"
 
 class KubeError(RuntimeError):
     """The API server refused a request (``status`` is its HTTP status), or could not be
-    reached (``status`` is None)."""
+    reached (``status`` is None).
 
-    def __init__(self, status: int | None, message: str, reason: str = "") -> None:
+    ``reason`` is the API's own (``Forbidden``, ``Invalid``, ``Conflict`` ...); ``verb`` the
+    request's (``get``, ``list``, ``create``, ``patch``, ``apply``, ``delete``; empty when
+    not known): a 422 on a write means the object was refused, and retrying sends the same one.
+    """
+
+    def __init__(self, status: int | None, message: str, reason: str = "", verb: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.reason = reason
+        self.verb = verb
 
 
 class KubeClient:
@@ -170,11 +176,14 @@ class KubeClient:
 
     @staticmethod
     def _check(status: int, data: Any, what: str) -> Any:
+        """``data`` for a 2xx answer, else a :class:`KubeError`; ``what`` starts with the
+        verb (``"apply Deployment ns/x"``), which the error keeps."""
         if 200 <= status < 300:
             return data
         message = data.get("message") if isinstance(data, Mapping) else data
         reason = str(data.get("reason") or "") if isinstance(data, Mapping) else ""
-        raise KubeError(status, f"{what}: HTTP {status}: {message}", reason)
+        verb = what.split(" ", 1)[0]
+        raise KubeError(status, f"{what}: HTTP {status}: {message}", reason, verb)
 
     # -- verbs -------------------------------------------------------------------------------
 

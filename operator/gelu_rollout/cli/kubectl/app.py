@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -29,6 +31,7 @@ from gelu_rollout.cli.kubectl.connection import (
 from gelu_rollout.cli.kubectl.requests import RESOURCE, WHAT_HAPPENS, send_request
 from gelu_rollout.cli.kubectl.watch import watch_rollout
 from gelu_rollout.cli.output import make_console
+from gelu_rollout.cli.report import render_report
 from gelu_rollout.cli.status_view import format_columns, list_rows, render_status, to_text
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, RequestKind
 from gelu_rollout.spec import PLURAL, Stage
@@ -77,7 +80,7 @@ def main(
     kubeconfig: KubeconfigOption = None,
     context: ContextOption = None,
 ) -> None:
-    """Inspect and steer GeluModelRollouts: status, list, promote, abort, retry."""
+    """Inspect and steer GeluModelRollouts: status, report, list, promote, abort, retry."""
     ctx.obj = Connection(kubeconfig, context, namespace)
 
 
@@ -136,6 +139,44 @@ def status(
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     raise typer.Exit(0 if outcome is Stage.PROMOTED else 1)
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    name: NameArgument,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o",
+            "--output",
+            help="Where to write the HTML page (default: NAME.html).",
+            show_default=False,
+        ),
+    ] = None,
+    namespace: NamespaceOption = None,
+    kubeconfig: KubeconfigOption = None,
+    context: ContextOption = None,
+) -> None:
+    """Write the decision report, one self-contained HTML page (NAME.html by default).
+
+    The outcome in plain words, the timeline, a chart per gate (value, confidence bound and
+    threshold over time) and the ledger; it opens without a network.
+    """
+    connection = _connection(ctx, Connection(kubeconfig, context, namespace))
+    target = output if output is not None else Path(f"{name}.html")
+    with kubectl_errors():
+        cluster = connect(connection)
+        rollout = _run(cluster, get_rollout(cluster, name))
+        page = render_report(rollout, generated_at=datetime.now(UTC))
+        try:
+            target.write_text(page, encoding="utf-8")
+        except OSError as error:
+            raise CliError(f"cannot write {target}: {error.strerror or error}") from None
+    typer.echo(f"{RESOURCE}/{name}: report written to {target}")
 
 
 # --- list --------------------------------------------------------------------------------

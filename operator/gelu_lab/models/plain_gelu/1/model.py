@@ -3,7 +3,9 @@
 ``OUTPUT0 = gelu_tanh(INPUT0 @ W1 + b1) @ W2 + b2`` in float32, with the weights drawn from
 the seed the built-in variants use, so that its answers match theirs. Optional parameters in
 ``config.pbtxt`` inject a fault after a number of requests (the probe's included):
-``nan_after_requests`` (NaN answers) and ``drift_after_requests`` with ``drift_scale``.
+``nan_after_requests`` (NaN answers) and ``drift_after_requests`` with ``drift_scale``; and
+``nan_in_versions`` (comma-separated version numbers) makes those versions of the model, when
+its folder holds this file under several version folders, answer NaN from the first request.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ class TritonPythonModel:
             key: value["string_value"] for key, value in config.get("parameters", {}).items()
         }
         self.nan_after = int(parameters.get("nan_after_requests", "-1"))
+        nan_versions = parameters.get("nan_in_versions", "").split(",")
+        if str(args["model_version"]) in {v.strip() for v in nan_versions if v.strip()}:
+            self.nan_after = 0
         self.drift_after = int(parameters.get("drift_after_requests", "-1"))
         self.drift_scale = float(parameters.get("drift_scale", "1.5"))
         self.requests = 0

@@ -1,0 +1,248 @@
+"""Dependency faults against real servers: Prometheus closed, slow past the query timeout,
+answering an empty vector or non-JSON; the candidate's Triton crash-looping; the Kubernetes
+API answering 409 and 5xx. The operator runs in its own process and reaches Prometheus and
+the API through fronts the test controls (:mod:`tests.reliability.harness`).
+
+Each fault: never a promotion or a step while it lasts; the documented state with its
+condition and Event; and the rollout goes on to its outcome once the dependency is back.
+(``tests/unit/test_controller_errors.py`` classifies each error with fakes; these are the
+same faults through real sockets, Kopf and the operator's own process.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from gelu_rollout.variants.repository import render_repository
+from tests.reliability.harness import ApiRule, Lab, lab
+from tests.reliability.rollouts import (
+    MODEL,
+    STEP_SECONDS,
+    condition,
+    finished,
+    manifest,
+    stage,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
+
+RATE_PER_S = 25.0
+MAX_EXTENSION_SECONDS = 10
+PROMETHEUS_TIMEOUT_SECONDS = 2.0
+
+
+def _step(rollout: Mapping[str, Any] | None) -> int:
+    return int(((rollout or {}).get("status") or {}).get("stepIndex") or 0)
+
+
+async def _until(check: Callable[[], bool], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not so after {timeout_s:g}s"
+        await asyncio.sleep(0.2)
+
+
+def _has_event(stack: Lab, name: str, reason: str) -> Callable[[], bool]:
+    return lambda: reason in stack.event_reasons(name)
+
+
+def _in_step(step: int) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda rollout: stage(rollout) == "Progressing" and _step(rollout) == step
+
+
+def _past_step(step: int) -> Callable[[Mapping[str, Any]], bool]:
+    return lambda rollout: _step(rollout) > step or finished(rollout)
+
+
+def _held(rollout: Mapping[str, Any]) -> bool:
+    """Paused for want of data, and saying so: Stalled with the reason."""
+    if stage(rollout) != "Paused":
+        return False
+    stalled: Mapping[str, Any] = next(
+        (c for c in rollout["status"].get("conditions") or [] if c.get("type") == "Stalled"), {}
+    )
+    return stalled.get("status") == "True"
+
+
+async def _hold_without_moving(
+    stack: Lab, name: str, step: int, timeout_s: float
+) -> dict[str, Any]:
+    """Wait until the rollout is Paused and Stalled; it must not step or finish meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rollout = stack.rollout(name)
+        assert rollout is not None
+        assert not finished(rollout), f"finished during the fault: {rollout['status']}"
+        assert _step(rollout) == step, f"stepped during the fault: {rollout['status']}"
+        if _held(rollout):
+            return rollout
+        await asyncio.sleep(0.2)
+    raise AssertionError(
+        f"{name} not paused in {timeout_s:g}s: {stack.rollout(name)}\n{stack.operator.log_tail()}"
+    )
+
+
+@pytest.mark.asyncio
+async def test_prometheus_closed_slow_empty_or_garbage_pauses_and_resumes() -> None:
+    """One rollout, one fault per step: each pauses it (Stalled, a Warning Event), none moves
+    it; healed, it resumes, and after the last it is promoted."""
+    faults = ("closed", "slow", "empty", "garbage")
+    weights = (10, 20, 30, 40)
+    name = "promfaults"
+    async with lab(prometheus_timeout_seconds=PROMETHEUS_TIMEOUT_SECONDS) as stack:
+        body = manifest(
+            name,
+            {"variant": "tanh"},
+            weights=weights,
+            max_extension_seconds=MAX_EXTENSION_SECONDS,
+        )
+        await stack.apply(body)
+        front = stack.prometheus_front
+        seen: list[str] = []
+        async with stack.traffic(name, RATE_PER_S, 600):
+            for step, fault in enumerate(faults):
+                await stack.wait_for(name, _in_step(step), timeout_s=120)
+                started = time.monotonic()
+                if fault == "closed":
+                    front.close()
+                elif fault == "slow":
+                    front.mode, front.delay_s = "slow", PROMETHEUS_TIMEOUT_SECONDS + 1.5
+                else:
+                    front.mode = fault
+                held = await _hold_without_moving(
+                    stack, name, step, STEP_SECONDS + MAX_EXTENSION_SECONDS + 40
+                )
+                stalled = condition(held, "Stalled")
+                assert stalled["reason"] in ("InsufficientData", "GateWithoutData"), stalled
+                assert condition(held, "Promoted")["status"] == "False"
+                assert held["status"]["candidateWeight"] == weights[step]
+                latest = [e for e in held["status"]["ledger"] if e["gate"] == "errorRate"][-1]
+                assert latest["verdict"] == "Inconclusive", latest
+                # Its Event, posted as the pause is recorded.
+                await _until(_has_event(stack, name, str(stalled["reason"])), 10)
+                paused_after = time.monotonic() - started
+                # Healed: the rollout resumes by itself and steps on.
+                if fault == "closed":
+                    front.open()
+                front.mode = "pass"
+                healed = time.monotonic()
+                await stack.wait_for(name, _past_step(step), timeout_s=120)
+                seen.append(
+                    f"{fault}: paused after {paused_after:.0f}s ({stalled['reason']}: "
+                    f"{latest['message'][:60]!r}), on after {time.monotonic() - healed:.0f}s"
+                )
+            done = await stack.wait_for(name, finished, timeout_s=120)
+        assert done["status"]["stage"] == "Promoted", done["status"]
+        assert "AnalysisResumed" in stack.event_reasons(name)
+        print("FAULTS prometheus:", "; ".join(seen))
+
+
+def _broken_repository(name: str) -> dict[str, Any]:
+    """The tanh variant whose model.py fails as Triton loads it: the server exits, again
+    and again (CrashLoopBackOff)."""
+    files = render_repository(MODEL, "tanh")
+    key = next(k for k in files if k.endswith("model.py"))
+    files[key] += "\nraise RuntimeError('this model does not load')\n"
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default"},
+        "data": files,
+    }
+
+
+@pytest.mark.asyncio
+async def test_a_crash_looping_candidate_holds_the_rollout_until_it_is_mended() -> None:
+    name = "crashloop"
+    async with lab() as stack:
+        await stack.apply(_broken_repository("broken-tanh"))
+        body = manifest(name, {"repository": {"configMapName": "broken-tanh"}}, weights=(50,))
+        await stack.apply(body)
+
+        def pods_failing(rollout: Mapping[str, Any]) -> bool:
+            conditions = (rollout.get("status") or {}).get("conditions") or []
+            return any(c.get("reason") == "PodsFailing" for c in conditions)
+
+        started = time.monotonic()
+        failing = await stack.wait_for(name, pods_failing, timeout_s=90)
+        # No progress deadline in the spec: it stays Pending and says why, for as long as
+        # it lasts (here: another 30 s), never sending the candidate traffic.
+        await asyncio.sleep(30)
+        held = stack.rollout(name)
+        assert held is not None
+        assert stage(held) == "Pending", held["status"]
+        assert int(held["status"].get("candidateWeight") or 0) == 0
+        assert condition(held, "Stalled")["reason"] == "PodsFailing"
+        assert "candidate pod" in condition(held, "ResourcesReady")["message"]
+        assert stack.event_reasons(name).count("PodsFailing") >= 1
+        print(
+            f"FAULTS crash loop: PodsFailing after {time.monotonic() - started:.0f}s:",
+            condition(failing, "ResourcesReady")["message"][:200],
+        )
+        # Mended: the repository fixed, the candidate's pods start and the rollout goes on.
+        await stack.apply(
+            {**_broken_repository("broken-tanh"), "data": render_repository(MODEL, "tanh")}
+        )
+        async with stack.traffic(name, RATE_PER_S, 300):
+            done = await stack.wait_for(name, finished, timeout_s=180)
+        assert done["status"]["stage"] == "Promoted", done["status"]
+
+
+@pytest.mark.asyncio
+async def test_the_api_answering_409_and_5xx_never_promotes_and_recovers() -> None:
+    """409 on the operator's applies, 503 on its LISTs, 500 on its status writes, each for a
+    while through the last step: nothing moves; then the rollout is promoted."""
+    name = "apifaults"
+    async with lab() as stack:
+        await stack.apply(manifest(name, {"variant": "tanh"}, weights=(50,)))
+        async with stack.traffic(name, RATE_PER_S, 300):
+            await stack.wait_for(name, lambda r: stage(r) == "Progressing", timeout_s=120)
+            started = time.monotonic()
+            rules = [
+                # Server-side applies of the owned objects (fieldManager gelu-rollout).
+                ApiRule("PATCH", r"/(deployments|services|configmaps)/", status=409),
+                ApiRule("GET", r"/(deployments|services|configmaps)$", status=503),
+                ApiRule("PATCH", rf"/gelumodelrollouts/{name}(/status)?$", status=500),
+            ]
+            for rule in rules:
+                before = stack.rollout(name)
+                assert before is not None
+                applies = stack.front.applies
+                stack.front.add(rule)
+                # Until the operator has met it a few times: its back-off grows (up to a
+                # minute), so this lasts through the end of the step, when it would promote.
+                deadline = time.monotonic() + 150
+                while rule.matched < 3 or time.monotonic() < started + STEP_SECONDS:
+                    assert time.monotonic() < deadline, f"{rule} met {rule.matched} times"
+                    rollout = stack.rollout(name)
+                    assert rollout is not None
+                    assert stage(rollout) == "Progressing", rollout["status"]
+                    await asyncio.sleep(0.2)
+                stack.front.rules.remove(rule)
+                after = stack.rollout(name)
+                assert after is not None
+                if "gelumodelrollouts" in rule.path:
+                    # Its status writes failed: nothing of the status changed.
+                    assert after["status"] == before["status"]
+                else:
+                    assert stack.front.applies == applies  # none of its applies got through
+                # Healed: the next attempt (after its back-off) acts again.
+                deadline = time.monotonic() + 90
+                while stack.front.applies == applies:
+                    assert time.monotonic() < deadline, "no tick acted after the fault healed"
+                    await asyncio.sleep(0.2)
+            done = await stack.wait_for(name, finished, timeout_s=120)
+        assert done["status"]["stage"] == "Promoted", done["status"]
+        # One decision, announced once, though it was refused (409, 5xx) again and again.
+        assert stack.event_reasons(name).count("AllStepsPassed") == 1
+        log = stack.operator.log_text()
+        print(
+            "FAULTS api:",
+            ", ".join(f"{r.method} {r.path} -> {r.status}: {r.matched} answered" for r in rules),
+            f"; tracebacks in the log: {log.count('Traceback')}",
+        )
