@@ -91,8 +91,14 @@ def stage(rollout: Mapping[str, Any] | None) -> str:
     return str(((rollout or {}).get("status") or {}).get("stage", ""))
 
 
-def finished(rollout: Mapping[str, Any]) -> bool:
-    return stage(rollout) in TERMINAL
+def finished(rollout: Mapping[str, Any] | None) -> bool:
+    """The outcome is decided and acted on: the stage is recorded before the act, the kstatus
+    summary (Ready for a promotion, Stalled for a rollback) after it."""
+    summary = {"Promoted": "Ready", "RolledBack": "Stalled"}.get(stage(rollout))
+    if summary is None:
+        return False
+    conditions = ((rollout or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == summary and c.get("status") == "True" for c in conditions)
 
 
 def condition(rollout: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
