@@ -98,7 +98,12 @@ def finished(rollout: Mapping[str, Any] | None) -> bool:
     if summary is None:
         return False
     conditions = ((rollout or {}).get("status") or {}).get("conditions") or []
-    return any(c.get("type") == summary and c.get("status") == "True" for c in conditions)
+    applying = any(
+        c.get("type") == "ResourcesReady" and c.get("reason") == "Applying" for c in conditions
+    )
+    return not applying and any(
+        c.get("type") == summary and c.get("status") == "True" for c in conditions
+    )
 
 
 def condition(rollout: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
