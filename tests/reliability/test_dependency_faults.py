@@ -210,10 +210,15 @@ async def test_the_api_answering_409_and_5xx_never_promotes_and_recovers() -> No
                 ApiRule("PATCH", rf"/gelumodelrollouts/{name}(/status)?$", status=500),
             ]
             for rule in rules:
+                stack.front.add(rule)
+                # A tick that had listed before the rule came may still apply or write: count
+                # from the first refusal on (ticks run one at a time per rollout), once the
+                # watch has delivered what got through before it.
+                await asyncio.wait_for(rule.seen.wait(), timeout=90)
+                await asyncio.sleep(1.0)
+                applies = stack.front.applies
                 before = stack.rollout(name)
                 assert before is not None
-                applies = stack.front.applies
-                stack.front.add(rule)
                 # Until the operator has met it a few times: its back-off grows (up to a
                 # minute), so this lasts through the end of the step, when it would promote.
                 deadline = time.monotonic() + 150
