@@ -21,8 +21,11 @@ typecheck: setup
 contracts: setup
 	$(BIN)/lint-imports --no-cache
 
+# Two workers (pytest-xdist), a whole test file each at a time: the end-to-end files spend most
+# of their time waiting for their rollouts' steps, so two of them share the two cores.
+PYTEST_WORKERS ?= 2
 test: setup lint typecheck contracts
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 bench: setup
 	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json

@@ -47,10 +47,12 @@ from gelu_rollout.resources.desired import (
     ArmRepositories,
     candidate_traffic_weight,
     desired_resources,
+    guarded,
     needs_apply,
     repositories_for,
     repository_problems,
     stale_objects,
+    taken_by_another,
 )
 from gelu_rollout.resources.model_versions import versions_to_load
 from gelu_rollout.resources.names import (
@@ -73,6 +75,7 @@ from gelu_rollout.rollout.decide import AnalysisState, decide
 from gelu_rollout.rollout.evaluate import step_burn_windows
 from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
+from gelu_rollout.rollout.progress import deadline_exceeded, not_ready_since
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, ManualRequest, parse_request
 from gelu_rollout.spec.model import RolloutSpec
 from gelu_rollout.spec.parse import SpecError, parse_spec, parse_status
@@ -231,7 +234,7 @@ class Controller:
             return self._failed(key, body, error, now)
         self._failures.pop(key, None)
         self._traced.discard(key)
-        if _settled(result.status, now):
+        if _settled({**(body.get("status") or {}), **result.status}, now):
             self._checked[key] = _Wait(change, now + timedelta(seconds=TERMINAL_RECHECK_SECONDS))
         return result
 
@@ -314,7 +317,7 @@ class Controller:
         patch = route_restore_patch(route, status.original_backend_refs)
         if patch is None:
             return f"HTTPRoute {namespace}/{route_name} already has its own backends"
-        await self.kube.merge_patch(HTTP_ROUTE, namespace, route_name, patch)
+        await self.kube.merge_patch(HTTP_ROUTE, namespace, route_name, guarded(patch, route))
         return f"HTTPRoute {namespace}/{route_name} has its backends from before the rollout"
 
     async def tick(self, body: Mapping[str, Any]) -> TickResult:
@@ -376,13 +379,23 @@ class Controller:
                     ),
                     previous=written,
                 )
+                # On the status this tick decided from: had anyone written it since (a second
+                # replica during a hand-over), the API server refuses it (409) and the next
+                # attempt decides again from what they wrote.
+                record = _status_patch(raw_status, recorded)
                 await self.kube.merge_patch(
                     ROLLOUT,
                     namespace,
                     name,
-                    {"status": _status_patch(raw_status, recorded)},
+                    guarded({"status": record}, body),
                     subresource="status",
                 )
+                # What the tick's own write at its end changes from: the record, now stored.
+                raw_status = {
+                    key: value
+                    for key, value in {**raw_status, **record}.items()
+                    if value is not None
+                }
                 # Its Events too, before the act: the next operator, finding the decision
                 # recorded, will not decide it again, nor announce it.
                 await self._post_events(body, events)
@@ -392,17 +405,23 @@ class Controller:
             status = status.model_copy(
                 update={"original_backend_refs": world.original_backend_refs}
             )
-        if world.reason is Reason.PODS_FAILING:
+        if world.reason in (Reason.PODS_FAILING, Reason.RESOURCE_CONFLICT):
             before = next((c for c in written if c.type == ConditionType.RESOURCES_READY), None)
             if before is None or before.message != world.message:
                 events.append(EmitEvent("Warning", world.reason.value, world.message))
+        # What the progress deadline is measured from, in the status: a restarted operator
+        # measures from the same moment.
+        resources = Resources(world.ready, world.reason, world.message)
+        status = status.model_copy(
+            update={"not_ready_since": not_ready_since(status, resources, now)}
+        )
         # Every tick, decided or not: the summary follows the resources, and observedGeneration
         # says this generation was judged.
         status = summarize(
             status,
             now,
             generation,
-            resources=Resources(world.ready, world.reason, world.message),
+            resources=resources,
             previous=written,
         )
         self.metrics.record(
@@ -456,6 +475,8 @@ class Controller:
             return True
         if status.stage.terminal:
             return False
+        if deadline_exceeded(spec, status, now) is not None:
+            return True  # the rollback is due now, not at the next analysis interval
         observed = AnalysisState.from_dict(status.analysis).observed_at
         interval = timedelta(seconds=spec.analysis.interval_seconds)
         return observed is None or now - observed >= interval
@@ -611,6 +632,20 @@ class Controller:
             for kind in OWNED_KINDS
             for obj in await self.kube.list(kind, owner.namespace, owned_selector(owner.name))
         }
+        # A name not among the rollout's own objects may still be taken (another rollout's
+        # Service, the user's own): looked up once, while it is new, and never taken over.
+        for obj in desired:
+            if _key(obj) in existing:
+                continue
+            found = await self.kube.get(kind_of(obj), owner.namespace, _key(obj)[2])
+            holder = None if found is None else taken_by_another(found, owner)
+            if holder is not None:
+                return World(
+                    False,
+                    Reason.RESOURCE_CONFLICT,
+                    f"{obj['kind']} {owner.namespace}/{_key(obj)[2]} is already there and "
+                    f"belongs to {holder}: rename the rollout or remove that object",
+                )
         # Server-side apply every tick: the API server makes an unchanged object a no-op, and
         # drops the fields the operator set before and no longer renders.
         for obj in desired:
@@ -620,15 +655,26 @@ class Controller:
         originals = None
         if route is not None and spec.traffic.http_route_name is not None:
             route_name = spec.traffic.http_route_name
+            patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
             if status.original_backend_refs is None:
                 # Before the first weight: what to give back when the rollout is deleted.
                 current = route_backends(route)
                 originals = [] if is_rollouts_own(current, owner.name) else current
-            patch = route_backends_patch(route, owner.name, candidate_traffic_weight(status))
+                if self.record_decisions_first and needs_apply(patch, route):
+                    # Recorded before the route changes: found already changed, they are lost.
+                    await self.kube.merge_patch(
+                        ROLLOUT,
+                        owner.namespace,
+                        owner.name,
+                        {"status": {"originalBackendRefs": originals}},
+                        subresource="status",
+                    )
             # The route is the user's: patch only its backends' weights, never own it whole.
             if needs_apply(patch, route):
                 try:
-                    await self.kube.merge_patch(HTTP_ROUTE, owner.namespace, route_name, patch)
+                    await self.kube.merge_patch(
+                        HTTP_ROUTE, owner.namespace, route_name, guarded(patch, route)
+                    )
                 except KubeError as error:
                     if error.status != 404:
                         raise
@@ -837,12 +883,16 @@ def _request(
 
 
 def _status_patch(old: Mapping[str, Any], status: RolloutStatus) -> dict[str, Any]:
-    """A merge patch from ``old`` to ``status``: fields that went away are nulled."""
+    """A merge patch from ``old`` to ``status``: the fields that changed, and those that went
+    away nulled. Only those: a tick that read a status somebody changed since (a second
+    replica's during a hand-over) then writes back what it changed, never the stage or the
+    step it left as it found them over theirs."""
     new = status.to_dict()
     known = set(RolloutStatus.model_fields) | {
         f.alias for f in RolloutStatus.model_fields.values() if f.alias
     }
+    patch = {key: value for key, value in new.items() if old.get(key) != value}
     for key in old:
         if key not in new and key in known:
-            new[key] = None
-    return new
+            patch[key] = None
+    return patch

@@ -10,6 +10,7 @@ doubles from ``tick_seconds`` up to a minute: Kopf logs it in one line and waits
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -21,6 +22,20 @@ from gelu_rollout.controller import PERMANENT_RECHECK_SECONDS, Controller
 from gelu_rollout.spec.resource import GROUP, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
+
+
+def first_tick_delay_seconds(uid: str, period_seconds: float) -> float:
+    """How long the timer of the rollout with ``uid`` waits before its first firing in this
+    process: a fraction of ``period_seconds``, in [0, period_seconds), fixed by the uid.
+
+    Rollouts created (or found at start-up) together would otherwise fire together on every
+    tick, and queue behind each other; spread over one period, their ticks come one after
+    another. A hash of the uid, not a random draw nor Python's salted ``hash``: the same
+    rollout keeps its place in the period across restarts and replicas, and a tick stays what
+    it is (idempotent, reading the world afresh), only its moment moves.
+    """
+    digest = hashlib.blake2b(uid.encode(), digest_size=8).digest()
+    return period_seconds * int.from_bytes(digest, "big") / 2**64
 
 
 def build_registry(
@@ -45,7 +60,13 @@ def build_registry(
         def credentials(**_: Any) -> kopf.ConnectionInfo:
             return login()
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=tick_seconds, initial_delay=0, registry=registry)
+    def spread(*, uid: str | None, name: str, **_: Any) -> float:
+        return first_tick_delay_seconds(uid or name, tick_seconds)
+
+    # Kopf counts each interval from the end of the last firing; only the first is spread.
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, interval=tick_seconds, initial_delay=spread, registry=registry
+    )
     async def tick(body: kopf.Body, patch: kopf.Patch, logger: kopf.Logger, **_: Any) -> None:
         result = await controller.reconcile(body)
         # An empty patch is no request: a resting rollout's firing costs the API server nothing.

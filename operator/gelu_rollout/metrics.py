@@ -40,9 +40,13 @@ PROMOTION_REASONS: Final[tuple[str, ...]] = (
 
 ROLLBACK_REASONS: Final[tuple[str, ...]] = (
     *dict.fromkeys(r.value for r in FAILURE_REASONS.values()),
+    Reason.INSUFFICIENT_DATA.value,
+    Reason.GATE_WITHOUT_DATA.value,
+    Reason.PROGRESS_DEADLINE_EXCEEDED.value,
     Reason.ABORTED.value,
 )
-"""The reasons a rollback reports: one per failing gate, and an abort."""
+"""The reasons a rollback reports: one per failing gate, too little data past the extension
+(``insufficientData.action: Rollback``), the progress deadline, and an abort."""
 
 ERROR_KINDS: Final = ("transient", "permanent")
 """How a failed reconcile is retried: soon (transient) or not until something changes."""

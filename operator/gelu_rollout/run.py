@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import socket
 import threading
 import zlib
@@ -14,6 +15,9 @@ from dataclasses import dataclass
 from typing import Final
 
 import kopf
+
+# Kopf exports no name for the type of a peer's identity (a NewType of str).
+from kopf._core.engines.peering import Identity
 
 from gelu_rollout.adapters.kube import Kind, KubeClient, login_for
 from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
@@ -56,9 +60,22 @@ class OperatorConfig:
 
 
 def peering_identity() -> str:
-    """The name Kopf knows this replica by: ``$POD_ID`` (the chart sets it to the pod's name),
-    else the host name, which in a pod is the pod's name too."""
+    """The pod's name: ``$POD_ID`` (the chart sets it), else the host name, which in a pod is
+    the pod's name too."""
     return os.environ.get("POD_ID") or socket.gethostname()
+
+
+def replica_identity() -> str:
+    """The name this replica has among its peers, which the operator hands to Kopf and derives
+    the priority from: the pod's name where ``$POD_ID`` gives it, else the host name and a
+    suffix of this process's own. Without ``$POD_ID`` Kopf would name itself
+    ``user@host/time/random``, and a priority from the bare host name would be the same for
+    two operators on one host (a workstation, pods with ``hostNetwork`` or a ``hostname`` of
+    their own): Kopf pauses every operator beside a live peer of its own priority."""
+    identity = peering_identity()
+    if not os.environ.get("POD_ID"):
+        identity = f"{identity}/{secrets.token_hex(4)}"
+    return identity
 
 
 def peering_priority(identity: str) -> int:
@@ -159,12 +176,14 @@ async def run_operator(
         # operator pauses rather than runs unpeered), peering.priority, peering.standalone.
         peering = config.peering_name
         priority = None
+        identity = None
         ensuring: asyncio.Task[None] | None = None
         if peering is not None:
+            identity = replica_identity()
             priority = config.peering_priority
             if priority is None:
-                priority = peering_priority(peering_identity())
-            log.info("peering %r with priority %d", peering, priority)
+                priority = peering_priority(identity)
+            log.info("peering %r as %r with priority %d", peering, identity, priority)
             ensuring = asyncio.create_task(ensure_peering(kube, peering, config.namespaces))
         try:
             await kopf.operator(
@@ -174,6 +193,7 @@ async def run_operator(
                 standalone=peering is None,
                 peering_name=peering,
                 priority=priority,
+                identity=Identity(identity) if identity is not None else None,
                 liveness_endpoint=liveness,
                 stop_flag=stop_flag,
                 ready_flag=ready_flag,

@@ -2,8 +2,9 @@
 
 Objects are plain dicts keyed by kind, namespace and name. It keeps what the API server keeps
 that a tick relies on: server-side apply creates or replaces an object but leaves its status
-and identity (uid, resourceVersion) alone; a merge patch follows RFC 7386; a read of what is
-not there is None, a write to it a 404. Every request is recorded (``requests``), and faults
+and identity (uid, resourceVersion) alone; a merge patch follows RFC 7386 (a resourceVersion
+in it is a precondition: a stale one is a 409); a read of what is not there is None, a write
+to it a 404. Every request is recorded (``requests``), and faults
 can be injected per verb, kind and name: an HTTP status (raised as the client raises it, a
 :class:`KubeError`) or any exception (a timeout, a dropped connection).
 """
@@ -95,13 +96,16 @@ def merge(target: Any, patch: Any) -> Any:
 
 class FakeKubeAPI:
     """The API server a controller talks to in the fast tests; ``ready_on_apply`` plays the
-    kubelet and the Deployment controller: every applied Deployment's pods are ready at once."""
+    kubelet and the Deployment controller: every applied Deployment's pods are ready at once,
+    but those of the Deployments named in ``never_ready`` (a crash-looping arm), which have
+    none ready."""
 
     def __init__(self, *, ready_on_apply: bool = True) -> None:
         self.objects: dict[ObjectKey, Object] = {}
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.ready_on_apply = ready_on_apply
+        self.never_ready: set[str] = set()
         self._versions = itertools.count(1)
 
     # -- the test's side -----------------------------------------------------------------
@@ -204,6 +208,12 @@ class FakeKubeAPI:
         key = self._key(kind, namespace, name)
         if key not in self.objects:
             Fault(status=404, message=f"{kind.kind} {name!r} not found").raise_for(request)
+        # A resourceVersion in the patch is a precondition, as the API server has it.
+        expected = (patch.get("metadata") or {}).get("resourceVersion")
+        current = self.objects[key]["metadata"]["resourceVersion"]
+        if expected is not None and str(expected) != current:
+            message = f"the object has been modified (resourceVersion {current}, not {expected})"
+            Fault(status=409, message=message).raise_for(request)
         self.objects[key] = self._stamp(merge(self.objects[key], patch), self.objects[key])
         return copy.deepcopy(self.objects[key])
 
@@ -215,7 +225,9 @@ class FakeKubeAPI:
         new = copy.deepcopy(dict(obj))
         if before is not None and "status" in before:
             new["status"] = copy.deepcopy(before["status"])
-        if kind.kind == "Deployment" and self.ready_on_apply:
+        if kind.kind == "Deployment" and name in self.never_ready:
+            new["status"] = {"readyReplicas": 0}
+        elif kind.kind == "Deployment" and self.ready_on_apply:
             new["status"] = {"readyReplicas": int((new.get("spec") or {}).get("replicas", 1))}
         self.objects[key] = self._stamp(new, before)
         return copy.deepcopy(self.objects[key])

@@ -117,13 +117,7 @@ class RolloutWorld:
         self.now = T0
         self.observer = observer if observer is not None else FakeObserver([script] * 1000)
         self.metrics = OperatorMetrics()
-        self.controller = Controller(
-            kube=cast(KubeClient, self.api),
-            observer=self.observer,
-            endpoints=lambda namespace, service: [f"{service}.{namespace}:8000"],
-            metrics=self.metrics,
-            clock=lambda: self.now,
-        )
+        self.controller = self._controller()
         self.body: dict[str, Any] = {
             "apiVersion": "gelu.dev/v1alpha1",
             "kind": "GeluModelRollout",
@@ -133,7 +127,20 @@ class RolloutWorld:
         self.events: list[EmitEvent] = []
         self.stages: list[str] = []
 
+    def _controller(self) -> Controller:
+        return Controller(
+            kube=cast(KubeClient, self.api),
+            observer=self.observer,
+            endpoints=lambda namespace, service: [f"{service}.{namespace}:8000"],
+            metrics=self.metrics,
+            clock=lambda: self.now,
+        )
+
     # -- driving -----------------------------------------------------------------------------
+
+    def restart(self) -> None:
+        """The operator restarted: a fresh controller, remembering nothing but the API."""
+        self.controller = self._controller()
 
     def tick(self, seconds: float = 5.0) -> TickResult:
         """One firing of the timer ``seconds`` after the last."""

@@ -1,6 +1,6 @@
 """The crash-and-restart suite is a suite of its own, run on request: it takes four minutes
 or more a round on this machine and has not yet passed a whole run in every configuration
-(docs/reliability.md, "Crash and restart"). `GELU_RELIABILITY_CRASH=1` runs one round,
+(docs/reliability.md, "Crash and restart"). `GELU_RELIABILITY_CRASH=1` runs two rounds,
 `GELU_RELIABILITY_LONG=1` ten."""
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ controls, while everything else (kubectl, the pod runner, the traffic) talks to 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import http.server
@@ -32,7 +33,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp.web
 import yaml
@@ -88,6 +89,16 @@ class ApiRule:
 _REASONS = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
 
 
+class ApiRequest(NamedTuple):
+    """A request that reached the emulator through a front: when (``time.time()``, so it
+    compares with the API's own timestamps), and what."""
+
+    at: float
+    method: str
+    path: str
+    query: str
+
+
 class ApiFront:
     """The emulator's handler behind :attr:`rules` (see :class:`ApiRule`)."""
 
@@ -98,6 +109,10 @@ class ApiFront:
         self.applies = 0
         """The operator's applies of Deployments that reached the emulator: each tick that
         got as far as acting makes two (one per arm)."""
+        self.applied: collections.Counter[str] = collections.Counter()
+        """The same, by Deployment name (``<rollout>-<arm>``)."""
+        self.reached: list[ApiRequest] = []
+        """Every request of the operator that reached the emulator, in order of arrival."""
 
     def add(self, rule: ApiRule) -> ApiRule:
         self.rules.append(rule)
@@ -106,9 +121,14 @@ class ApiFront:
     async def __call__(self, request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         body = await request.read() if request.can_read_body else b""
         rule = next((r for r in self.rules if r.matches(request.method, request.path, body)), None)
+        if rule is None or rule.status is None:
+            self.reached.append(
+                ApiRequest(time.time(), request.method, request.path, request.query_string)
+            )
         if rule is None:
             if request.method == "PATCH" and "/deployments/" in request.path:
                 self.applies += 1
+                self.applied[request.path.rsplit("/", 1)[-1]] += 1
             return await self.emulator(request)
         rule.matched += 1
         if rule.remaining is not None:
@@ -406,3 +426,40 @@ async def lab(
         if keep:  # the operator's and the pods' logs, for a failure's post-mortem
             shutil.copytree(workdir, Path(keep) / workdir.name, dirs_exist_ok=True)
         remove_folder(workdir)
+
+
+# -- more operator processes ----------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Replica:
+    """An operator process beside the lab's, with an API front of its own: the requests in
+    :attr:`front` are this process's and no other's."""
+
+    name: str
+    front: ApiFront
+    process: OperatorProcess
+
+
+@contextlib.asynccontextmanager
+async def replica(
+    stack: Lab, name: str, *, env: Mapping[str, str] | None = None, **config: Any
+) -> AsyncIterator[Replica]:
+    """Another operator process on the lab's stack (not started): the lab operator's config
+    with ``config`` over it, its own API front, kubeconfig and folder (``workdir/name``, its
+    log), and ``env`` added to its environment. Stopped on the way out."""
+    front = ApiFront(stack.api.emulator)
+    async with serve_front(front) as front_url:
+        workdir = stack.workdir / name
+        workdir.mkdir()
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", front_url)
+        process = OperatorProcess(
+            workdir,
+            {**stack.operator.config, "kubeconfig": str(kubeconfig), **config},
+            stack.operator.endpoints_file,
+            env=dict(env or {}),
+        )
+        try:
+            yield Replica(name, front, process)
+        finally:
+            await process.stop()

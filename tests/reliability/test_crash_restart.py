@@ -10,8 +10,8 @@ exact point of the outcome's tick, through the API front: while the decision's s
 is held (then refused: nothing recorded, nothing done), or, in odd rounds, after it landed
 and while the first apply of an owned object is held (recorded, not carried out).
 
-Bounded to a few minutes (``GELU_CRASH_ROUNDS``, default 1 round of 4 rollouts); set
-``GELU_RELIABILITY_LONG=1`` for 10 rounds. ``GELU_CRASH_SEED`` picks the kill points.
+Bounded to about five minutes (``GELU_CRASH_ROUNDS``, default 2 rounds of 4 rollouts, 30 kills
+or more); set ``GELU_RELIABILITY_LONG=1`` for 10 rounds. ``GELU_CRASH_SEED`` picks the kill points.
 """
 
 from __future__ import annotations
@@ -43,15 +43,17 @@ from tests.reliability.rollouts import (
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
 
 LONG = os.environ.get("GELU_RELIABILITY_LONG") == "1"
-ROUNDS = int(os.environ.get("GELU_CRASH_ROUNDS", "10" if LONG else "1"))
+ROUNDS = int(os.environ.get("GELU_CRASH_ROUNDS", "10" if LONG else "2"))
 SEED = int(os.environ.get("GELU_CRASH_SEED", "13"))
 MIN_KILLS_PER_ROUND = 10
-MIN_KILLS = 20  # the fewest kill points of a run, whatever its rounds
+MIN_KILLS = 30  # the fewest kill points of a run, whatever its rounds
 MIN_UP_S = 1.0
 MIN_APPLIES = 2
-"""Each start of the operator lives until it has acted (a tick got as far as applying its
-Deployments) at least once: killed sooner, again and again, it would never finish a tick (one
-takes up to 6 s on this busy two-core machine), which tests nothing but patience."""
+"""Each start of the operator lives until it has acted on every unfinished rollout (a tick got
+as far as applying its two Deployments) at least once: killed sooner, again and again, it
+would never finish a tick of some of them (one takes up to 6 s on this busy two-core machine,
+and each rollout's first tick after a start waits for its place in the timer's period), which
+tests nothing but patience."""
 RANDOM_KILL_GAP_S = (2.0, 6.0)
 POLL_S = 0.25
 ROLLOUT_TIMEOUT_S = 420.0
@@ -81,8 +83,10 @@ class Tracked:
     route: str | None = None
     stages: list[str] = field(default_factory=list)
     """Every distinct (stage, step) the rollout was seen in, in order."""
+    candidate_down: bool = False
+    """The candidate was seen at 0 replicas after the rollback was recorded."""
     candidate_back_up: int = 0
-    """Polls that found the candidate scaled up again after the rollback was recorded."""
+    """Polls that found the candidate scaled up again after that."""
 
 
 @dataclass
@@ -143,7 +147,7 @@ class Killer:
         self.record = record
         self.seen: set[tuple[str, str]] = set()
         self.up_since = time.monotonic()
-        self.applies_at_start = stack.front.applies
+        self.applies_at_start = stack.front.applied.copy()
         self.next_random_kill = self.up_since + rng.uniform(*RANDOM_KILL_GAP_S)
 
     async def kill_and_restart(
@@ -158,13 +162,22 @@ class Killer:
         await asyncio.sleep(self.rng.uniform(0, 1.0))  # down-time
         self.record.restart_s.append(await self.stack.operator.start())
         self.up_since = time.monotonic()
-        self.applies_at_start = self.stack.front.applies
+        self.applies_at_start = self.stack.front.applied.copy()
         self.next_random_kill = self.up_since + self.rng.uniform(*RANDOM_KILL_GAP_S)
+
+    def _acted_on_each(self, tracked: list[Tracked]) -> bool:
+        """This start has applied the Deployments of every rollout not yet finished."""
+        since = self.stack.front.applied - self.applies_at_start
+        return all(
+            since[f"{t.name}-baseline"] + since[f"{t.name}-candidate"] >= MIN_APPLIES
+            for t in tracked
+            if stage(self.stack.rollout(t.name)) not in TERMINAL
+        )
 
     async def maybe_kill(self, tracked: list[Tracked]) -> None:
         if time.monotonic() - self.up_since < MIN_UP_S:
             return
-        if self.stack.front.applies - self.applies_at_start < MIN_APPLIES:
+        if not self._acted_on_each(tracked):
             # Not acted yet since it started: the random kill's clock starts when it has.
             self.next_random_kill = time.monotonic() + self.rng.uniform(*RANDOM_KILL_GAP_S)
             return
@@ -190,8 +203,12 @@ def _observe(stack: Lab, tracked: list[Tracked]) -> None:
         seen = f"{stage(rollout) or 'none'}/{status.get('stepIndex', 0)}"
         if not t.stages or t.stages[-1] != seen:
             t.stages.append(seen)
-        if stage(rollout) == "RolledBack" and _seconds_since(status.get("finishedAt")) > 5:
-            t.candidate_back_up += _candidate_replicas(stack, t.name) > 0
+        if stage(rollout) == "RolledBack":
+            # Scaled down once the rollback is acted on (a kill may delay that); never up again.
+            if _candidate_replicas(stack, t.name) == 0:
+                t.candidate_down = True
+            elif t.candidate_down:
+                t.candidate_back_up += 1
 
 
 @dataclass
@@ -248,12 +265,19 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
         Tracked(f"errors-{suffix}", "RolledBack"),
         Tracked(f"nan-{suffix}", "RolledBack"),
     ]
-    await stack.apply(manifest(tracked[0].name, {"variant": "tanh"}))
-    await stack.apply(manifest(tracked[1].name, {"variant": "tanh"}, route=route))
+    # The latency gate off too: with four rollouts on two cores, its power plan was out of
+    # reach of a 20 s step at this traffic in two runs (the healthy candidate held, no
+    # evidence of harm, PowerPlanInfeasible): a matter of that gate's power, not of crashes.
+    await stack.apply(manifest(tracked[0].name, {"variant": "tanh"}, latency=False))
+    await stack.apply(manifest(tracked[1].name, {"variant": "tanh"}, route=route, latency=False))
     await stack.apply(
-        manifest(tracked[2].name, {"repository": {"configMapName": f"errors-{suffix}"}})
+        manifest(
+            tracked[2].name,
+            {"repository": {"configMapName": f"errors-{suffix}"}},
+            latency=False,
+        )
     )
-    await stack.apply(manifest(tracked[3].name, {"variant": "tanh-fp16-naive"}))
+    await stack.apply(manifest(tracked[3].name, {"variant": "tanh-fp16-naive"}, latency=False))
     traps = _outcome_traps(stack, tracked, round_no)
     killer = Killer(stack, rng, record)
     async with contextlib.AsyncExitStack() as traffic:
@@ -263,7 +287,8 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
         while not all(stage(stack.rollout(t.name)) in TERMINAL for t in tracked):
             assert time.monotonic() < deadline, (
                 f"round {round_no}: not finished in {ROLLOUT_TIMEOUT_S:g}s: "
-                f"{[(t.name, t.stages) for t in tracked]}\n{stack.operator.log_tail()}"
+                f"{[(t.name, t.stages) for t in tracked]}\n{_where_they_are(stack, tracked)}\n"
+                f"{stack.operator.log_tail()}"
             )
             _observe(stack, tracked)
             for trap in [trap for trap in traps if trap.trigger.seen.is_set()]:
@@ -306,6 +331,20 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
     restored = stack.get("gateway.networking.k8s.io/v1/httproutes", route)
     assert restored is not None
     assert restored["spec"]["rules"][0]["backendRefs"] == ORIGINAL_BACKENDS
+
+
+def _where_they_are(stack: Lab, tracked: list[Tracked]) -> str:
+    """Each rollout's message and conditions, for a round that did not finish."""
+    lines = []
+    for t in tracked:
+        status = (stack.rollout(t.name) or {}).get("status") or {}
+        conditions = [
+            f"{c.get('type')}={c.get('status')} {c.get('reason')}: {str(c.get('message'))[:160]}"
+            for c in status.get("conditions") or []
+        ]
+        lines.append(f"{t.name}: {status.get('message')!r}; " + "; ".join(conditions))
+        lines.append(f"  events {stack.event_reasons(t.name)}")
+    return "\n".join(lines)
 
 
 def _check_outcome(stack: Lab, t: Tracked, rollout: Mapping[str, Any]) -> None:

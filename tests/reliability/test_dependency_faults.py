@@ -1,7 +1,8 @@
 """Dependency faults against real servers: Prometheus closed, slow past the query timeout,
-answering an empty vector or non-JSON; the candidate's Triton crash-looping; the Kubernetes
-API answering 409 and 5xx. The operator runs in its own process and reaches Prometheus and
-the API through fronts the test controls (:mod:`tests.reliability.harness`).
+answering an empty vector or non-JSON; the candidate's Triton crash-looping (held within the
+progress deadline, rolled back past it); the Kubernetes API answering 409 and 5xx. The
+operator runs in its own process and reaches Prometheus and the API through fronts the test
+controls (:mod:`tests.reliability.harness`).
 
 Each fault: never a promotion or a step while it lasts; the documented state with its
 condition and Event; and the rollout goes on to its outcome once the dependency is back.
@@ -170,8 +171,8 @@ async def test_a_crash_looping_candidate_holds_the_rollout_until_it_is_mended() 
 
         started = time.monotonic()
         failing = await stack.wait_for(name, pods_failing, timeout_s=90)
-        # No progress deadline in the spec: it stays Pending and says why, for as long as
-        # it lasts (here: another 30 s), never sending the candidate traffic.
+        # Within the default progress deadline (600 s): it stays Pending and says why (here:
+        # another 30 s), never sending the candidate traffic.
         await asyncio.sleep(30)
         held = stack.rollout(name)
         assert held is not None
@@ -191,6 +192,56 @@ async def test_a_crash_looping_candidate_holds_the_rollout_until_it_is_mended() 
         async with stack.traffic(name, RATE_PER_S, 300):
             done = await stack.wait_for(name, finished, timeout_s=180)
         assert done["status"]["stage"] == "Promoted", done["status"]
+
+
+@pytest.mark.asyncio
+async def test_a_candidate_that_never_gets_ready_is_rolled_back_at_its_progress_deadline() -> None:
+    """The crash-looping candidate again, with progressDeadlineSeconds 30: rolled back
+    (ProgressDeadlineExceeded: the condition and one Warning Event) once its pods have not been
+    ready for longer, scaled to 0, and never a step: no traffic ever moved to it."""
+    name = "neverready"
+    deadline_s = 30
+    async with lab() as stack:
+        await stack.apply(_broken_repository("broken-tanh"))
+        body = manifest(name, {"repository": {"configMapName": "broken-tanh"}}, weights=(50,))
+        body["spec"]["progressDeadlineSeconds"] = deadline_s
+        await stack.apply(body)
+        applied = time.monotonic()
+        stages: list[str] = []
+        weights: set[int] = set()
+        rollout: Mapping[str, Any] | None = None
+        while not finished(rollout):
+            assert time.monotonic() < applied + deadline_s + 90, (
+                f"not rolled back: {rollout}\n{stack.operator.log_tail()}"
+            )
+            await asyncio.sleep(0.2)
+            rollout = stack.rollout(name)
+            status = (rollout or {}).get("status") or {}
+            if "stage" in status and (not stages or stages[-1] != status["stage"]):
+                stages.append(str(status["stage"]))
+            weights.add(int(status.get("candidateWeight") or 0))
+        took = time.monotonic() - applied
+        assert rollout is not None
+        assert stages == ["Pending", "RolledBack"], stages
+        assert weights == {0}, "the candidate was given traffic"
+        assert not rollout["status"].get("ledger"), "a gate judged traffic that never moved"
+        rolled = condition(rollout, "RolledBack")
+        assert (rolled["status"], rolled["reason"]) == ("True", "ProgressDeadlineExceeded")
+        message = str(rolled["message"])
+        assert f"past spec.progressDeadlineSeconds ({deadline_s}s): " in message, message
+        waited = int(message.removeprefix("not ready for ").split("s,")[0])
+        assert waited > deadline_s, message
+        # What was not ready: the candidate's pod and its crash, or its Deployment waiting.
+        assert f"{name}-candidate" in message, message
+        assert condition(rollout, "Stalled")["reason"] == "ProgressDeadlineExceeded"
+        await _until(_has_event(stack, name, "ProgressDeadlineExceeded"), 10)
+        posted = [e for e in stack.events(name) if e.get("reason") == "ProgressDeadlineExceeded"]
+        assert [e.get("type") for e in posted] == ["Warning"]
+        assert message.startswith(str(posted[0].get("message"))), posted  # Events are cut short
+        candidate = stack.get("apps/v1/deployments", f"{name}-candidate")
+        assert candidate is not None
+        assert candidate["spec"]["replicas"] == 0
+        print(f"FAULTS progress deadline: RolledBack {took:.0f}s after the apply:", message[:200])
 
 
 @pytest.mark.asyncio

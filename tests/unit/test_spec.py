@@ -811,7 +811,15 @@ def test_to_dict_is_camel_case_and_leaves_out_nulls() -> None:
     assert "httpRouteName" not in out["traffic"]
     assert out["analysis"]["gates"]["divergence"]["maxKL"] == 0.01
     assert out["analysis"]["slo"]["latencyP99Ms"] == 250.0
-    assert set(out) == {"model", "pod", "baseline", "candidate", "traffic", "analysis"}
+    assert set(out) == {
+        "model",
+        "pod",
+        "baseline",
+        "candidate",
+        "traffic",
+        "analysis",
+        "progressDeadlineSeconds",
+    }
 
 
 def test_spec_is_frozen_and_hashable() -> None:

@@ -32,6 +32,7 @@ import http.server
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -196,9 +197,11 @@ def rollout_manifest(index: int, interval_seconds: int) -> dict[str, Any]:
 # -- the operator's process --------------------------------------------------------------------
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def process_cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """User and system CPU time of a process so far (all its threads), or of one of its
+    threads: ``thread=pid`` is its main thread, the operator's event loop."""
+    stat = Path(f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat")
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     return ticks / os.sysconf("SC_CLK_TCK")
 
@@ -283,6 +286,9 @@ class ScaleRun:
     prom_queries_per_rollout_tick: float
     api_requests_per_rollout_tick: float
     cpu_s_per_tick: float
+    loop_cpu_s_per_tick: float
+    """The event loop's thread's share of ``cpu_s_per_tick`` (Kopf, the controller, the API
+    client); the rest is the Prometheus queries' threads."""
     cpu_share_of_one_core: float
     peak_rss_mb: float
     achieved_interval_s: float
@@ -332,8 +338,8 @@ async def run_scale(
 ) -> ScaleRun:
     """One operator against ``rollouts`` concurrent rollouts; see the module's docstring.
     ``timer_seconds``: the operator's timer (``--tick-seconds``), default the interval;
-    ``profile``: run the operator under cProfile and write its stats (its event loop's thread:
-    the Prometheus queries' worker threads are not in it) there."""
+    ``profile``: cProfile the operator's event loop's thread over the measured window (the
+    Prometheus queries' worker threads are not in it) and write its stats there."""
     timer = float(timer_seconds if timer_seconds is not None else interval_seconds)
     workdir = temporary_folder("gelu-bench-scale-")
     pods = [
@@ -365,9 +371,9 @@ async def run_scale(
                 operator = start_process(
                     [
                         sys.executable,
-                        *(["-m", "cProfile", "-o", str(profile)] if profile is not None else []),
                         "-m",
                         "gelu_lab.bench.scale_operator",
+                        *(["--profile", str(profile)] if profile is not None else []),
                         "--kubeconfig",
                         str(kubeconfig),
                         "--prometheus",
@@ -394,6 +400,7 @@ async def run_scale(
                         timer_seconds=timer,
                         progress=progress,
                         log=workdir / "operator.log",
+                        profile=profile,
                     )
                 finally:
                     # The API keeps serving while Kopf stops: it may still write.
@@ -415,6 +422,7 @@ async def _measure(
     timer_seconds: float,
     progress: Callable[[str], None],
     log: Path,
+    profile: Path | None = None,
 ) -> ScaleRun:
     began = time.monotonic()
     progress(f"{rollouts} rollouts: warming up (started and analysed once)")
@@ -429,8 +437,11 @@ async def _measure(
     warmup_s = time.monotonic() - began
     t0 = time.monotonic()
     cpu0, bench_cpu0 = process_cpu_seconds(operator.pid), time.process_time()
+    loop0 = process_cpu_seconds(operator.pid, operator.pid)
     api0, kinds0 = sum(api.served.values()), Counter(api.served)
     prom0, prom_cpu0 = prometheus_counts(prometheus_url)
+    if profile is not None:
+        operator.send_signal(signal.SIGUSR1)  # the profile covers the window
     progress(f"{rollouts} rollouts: measuring {ticks} ticks of {interval_seconds}s")
     # A saturated operator analyses each rollout less often than the interval: the window
     # ends anyway, and the achieved interval says so.
@@ -439,8 +450,11 @@ async def _measure(
     )
     t1 = time.monotonic()
     cpu1, bench_cpu1 = process_cpu_seconds(operator.pid), time.process_time()
+    loop1 = process_cpu_seconds(operator.pid, operator.pid)
     api1, kinds = sum(api.served.values()), Counter(api.served)
     prom1, prom_cpu1 = prometheus_counts(prometheus_url)
+    if profile is not None:
+        await _write_profile(operator, profile)
     kinds.subtract(kinds0)
     rss = peak_rss_mb(operator.pid)
     window = [r for r in records.read() if r.start >= t0 and r.end <= t1]
@@ -459,6 +473,7 @@ async def _measure(
         prom_queries_per_rollout_tick=(prom1 - prom0) / n_analyses,
         api_requests_per_rollout_tick=(api1 - api0) / n_analyses,
         cpu_s_per_tick=(cpu1 - cpu0) / ticks_measured,
+        loop_cpu_s_per_tick=(loop1 - loop0) / ticks_measured,
         cpu_share_of_one_core=(cpu1 - cpu0) / seconds,
         peak_rss_mb=rss,
         achieved_interval_s=seconds / ticks_measured,
@@ -475,6 +490,17 @@ async def _measure(
             kind: count / n_analyses for kind, count in sorted(kinds.items()) if count
         },
     )
+
+
+async def _write_profile(operator: subprocess.Popen[bytes], profile: Path) -> None:
+    """Have the operator write its profile of the window, and wait until it has."""
+    profile.unlink(missing_ok=True)
+    operator.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 120
+    while not profile.exists():
+        if time.monotonic() > deadline or operator.poll() is not None:
+            raise RuntimeError(f"the operator wrote no profile to {profile}")
+        await asyncio.sleep(0.5)
 
 
 def _tail(path: Path, lines: int = 30) -> str:
@@ -567,6 +593,7 @@ def print_scale_report(report: dict[str, Any], console: Console) -> None:
         ("prom_queries_per_rollout_tick", "queries/rollout/tick", "{:.1f}"),
         ("api_requests_per_rollout_tick", "API req/rollout/tick", "{:.1f}"),
         ("cpu_s_per_tick", "CPU s/tick", "{:.2f}"),
+        ("loop_cpu_s_per_tick", "of it event loop", "{:.2f}"),
         ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
     )
     for _, title, _ in columns:

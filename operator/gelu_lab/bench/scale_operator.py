@@ -5,7 +5,10 @@
 :func:`~gelu_rollout.handlers.build_registry`, the real Prometheus observer and Kubernetes
 client) and adds two things the benchmark reads: every timer firing's reconcile, timed, one
 JSON line each in ``--records`` (start and end on the system-wide monotonic clock, and whether
-the firing queried Prometheus), and nothing else. A process of its own, so that its CPU time
+the firing queried Prometheus), and, with ``--profile PATH``, a cProfile of its event loop's
+thread over the window the benchmark measures: the first SIGUSR1 starts it, the second writes
+its stats to PATH (Kopf may take longer to stop 1000 timers than the benchmark waits, so the
+stats are not left to the process's exit). A process of its own, so that its CPU time
 and peak RSS are the operator's alone, not the API's, the exporter's or the benchmark's.
 """
 
@@ -13,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import logging
+import os
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import IO, Any
 
 import kopf
@@ -90,7 +97,31 @@ class TimedController(Controller):
                 self.records.write(json.dumps(line | {"analysed": analysed}) + "\n")
 
 
+@dataclass
+class WindowProfile:
+    """A cProfile of the event loop's thread, started and written on signals."""
+
+    path: Path
+    profiler: cProfile.Profile = field(default_factory=cProfile.Profile)
+    running: bool = False
+
+    def toggle(self) -> None:
+        # Runs in the event loop's thread (a loop signal handler): the thread profiled.
+        if not self.running:
+            self.running = True
+            self.profiler.enable()
+            return
+        self.profiler.disable()
+        self.running = False
+        partial = self.path.with_name(self.path.name + ".partial")
+        self.profiler.dump_stats(partial)
+        os.replace(partial, self.path)  # whole or absent, for the benchmark waiting on it
+
+
 async def serve(args: argparse.Namespace) -> None:
+    if args.profile is not None:
+        profile = WindowProfile(Path(args.profile))
+        asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, profile.toggle)
     login = login_for(args.kubeconfig, None)
     with (
         open(args.records, "a", encoding="utf-8", buffering=1) as records,
@@ -121,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--tick-seconds", type=float, required=True)
     parser.add_argument("--scrape-interval-seconds", type=float, required=True)
     parser.add_argument("--prometheus-timeout", type=float, default=5.0)
+    parser.add_argument("--profile", help="cProfile the window between two SIGUSR1 to here")
     args = parser.parse_args(argv)
     configure_logging(verbose=False)
     # Kopf's per-firing lines at INFO are the operator's as it ships; keep them.

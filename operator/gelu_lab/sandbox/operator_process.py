@@ -123,11 +123,13 @@ class EndpointsPublisher:
 class OperatorProcess:
     """The operator as a child process: :meth:`start`, :meth:`kill` (SIGKILL, no goodbye),
     :meth:`stop` (SIGTERM: Kopf's own clean stop). ``config`` holds the
-    :class:`~gelu_rollout.run.OperatorConfig` fields as JSON values."""
+    :class:`~gelu_rollout.run.OperatorConfig` fields as JSON values; ``env`` is added to the
+    process's environment (``POD_ID``: the name a replica has in Kopf's peering, as a pod's)."""
 
     workdir: Path
     config: Mapping[str, Any]
     endpoints_file: Path
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
     starts: int = 0
     kills: int = 0
     _proc: subprocess.Popen[bytes] | None = None
@@ -167,7 +169,7 @@ class OperatorProcess:
             log.write(f"--- start #{self.starts}\n")
         self._proc = start_process(
             [sys.executable, "-m", "gelu_lab.sandbox.operator_process", "--config", config_file],
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
             log_path=self.log_path,
         )
         deadline = started + ready_timeout_s

@@ -116,7 +116,7 @@ def run(
         int | None,
         typer.Option(
             help="This replica's peering priority; replicas must differ. Default: derived from"
-            " the pod's name ($POD_ID, else the host name).",
+            " the pod's name ($POD_ID), else from the host name and a suffix of the process's.",
         ),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,

@@ -188,6 +188,22 @@ def _controlled_by(obj: Mapping[str, Any], owner: OwnerRef) -> bool:
     )
 
 
+def taken_by_another(obj: Mapping[str, Any], owner: OwnerRef) -> str | None:
+    """Who ``obj`` (an object found under a name ``owner`` renders) belongs to, when that is
+    not ``owner``: the controller it names, or "nobody" for an object nobody controls (the
+    user's own). None when it is ``owner``'s. A server-side apply would take it over whole
+    (every rollout applies as the same field manager), so it must not be applied."""
+    if _controlled_by(obj, owner):
+        return None
+    references = (obj.get("metadata") or {}).get("ownerReferences") or []
+    controller = next(
+        (r for r in references if isinstance(r, Mapping) and r.get("controller") is True), None
+    )
+    if controller is None:
+        return "nobody (not created by this rollout)"
+    return f"{controller.get('kind')} {controller.get('name')}"
+
+
 def stale_objects(
     owner: OwnerRef, existing: Iterable[Mapping[str, Any]], desired: Iterable[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
@@ -222,3 +238,14 @@ def needs_apply(desired: Mapping[str, Any], live: Mapping[str, Any] | None) -> b
     the desired one. A missing object needs applying.
     """
     return live is None or not _covers(live, desired)
+
+
+def guarded(patch: Mapping[str, Any], read: Mapping[str, Any]) -> dict[str, Any]:
+    """``patch`` made conditional on the object being as it was ``read``: with its
+    ``resourceVersion`` the API server refuses it (409) if anyone wrote the object since,
+    where the patch would undo what they wrote (a merge patch replaces an HTTPRoute's rules
+    whole; a decision taken on a status another replica has changed since)."""
+    version = (read.get("metadata") or {}).get("resourceVersion")
+    if not isinstance(version, str) or not version:
+        return dict(patch)
+    return {**patch, "metadata": {"resourceVersion": version}}

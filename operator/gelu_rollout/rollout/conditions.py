@@ -59,6 +59,8 @@ class Reason(StrEnum):
     NOT_ROLLED_BACK = "NotRolledBack"
     NOT_PROMOTED = "NotPromoted"
     FINISHED = "Finished"
+    PROGRESS_DEADLINE_EXCEEDED = "ProgressDeadlineExceeded"
+    """Rolled back: the arms' pods were not ready for longer than spec.progressDeadlineSeconds."""
     # The summary's False sides.
     NOT_RECONCILING = "NotReconciling"
     NOT_STALLED = "NotStalled"
@@ -67,6 +69,9 @@ class Reason(StrEnum):
     APPLYING = "Applying"  # a decision recorded, the owned objects not yet made to follow it
     WAITING_FOR_PODS = "WaitingForPods"
     PODS_FAILING = "PodsFailing"
+    RESOURCE_CONFLICT = "ResourceConflict"
+    """An object of a name the rollout renders exists and is another's (another rollout's,
+    or the user's own): the operator never takes it over."""
     INVALID_SPEC = "InvalidSpec"
     REPOSITORY_MISSING = "RepositoryMissing"
     ROUTE_MISSING = "HTTPRouteMissing"
@@ -100,9 +105,19 @@ API_REFUSALS: frozenset[Reason] = frozenset(
 """The reasons of a request the API server refused for good (the error policy's permanent
 failures)."""
 
+PODS_NOT_READY: frozenset[Reason] = frozenset({Reason.WAITING_FOR_PODS, Reason.PODS_FAILING})
+"""ResourcesReady reasons that say an arm's pods are not ready: while one lasts, the progress
+deadline runs (rollout/progress.py)."""
+
 BLOCKING_REASONS: frozenset[Reason] = (
     frozenset(
-        {Reason.INVALID_SPEC, Reason.REPOSITORY_MISSING, Reason.ROUTE_MISSING, Reason.PODS_FAILING}
+        {
+            Reason.INVALID_SPEC,
+            Reason.REPOSITORY_MISSING,
+            Reason.ROUTE_MISSING,
+            Reason.PODS_FAILING,
+            Reason.RESOURCE_CONFLICT,
+        }
     )
     | API_REFUSALS
 )

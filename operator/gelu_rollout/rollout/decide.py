@@ -22,6 +22,9 @@ renders the owned resources (replicas, traffic weights) from it. Stages::
   by itself once they pass, or rolls back if one fails) or Rollback.
 * Manual promote / abort / retry arrive in the observations, each acted on once.
 * A new ``metadata.generation`` (the spec changed) restarts the analysis.
+* An unfinished rollout whose pods have not been ready for longer than
+  ``progressDeadlineSeconds`` (``status.notReadySince``, rollout/progress.py) rolls back;
+  only an abort in the same tick comes first.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from gelu_rollout.rollout.evaluate import (
 from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.power_plan import infeasible, plan_gates, plan_to_status
+from gelu_rollout.rollout.progress import deadline_exceeded
 from gelu_rollout.rollout.requests import RequestKind
 from gelu_rollout.spec.model import RolloutSpec
 from gelu_rollout.spec.status import (
@@ -248,6 +252,8 @@ def _probe_first(n: _Next, reason: Reason, message: str) -> None:
 
 def _begin(n: _Next, reason: Reason, message: str) -> None:
     """Start a rollout from scratch: through the probe when it is enabled."""
+    # A new spec, or a retry, is given the whole progress deadline afresh.
+    n.update(not_ready_since=None)
     if n.spec.analysis.probe.enabled:
         _probe_first(n, reason, f"{message}: probing the candidate before any traffic moves")
     else:
@@ -519,6 +525,17 @@ def decide(
     spec_changed = generation is not None and started is not None and generation != started
     if spec_changed:
         _begin(n, Reason.SPEC_CHANGED, f"spec changed (generation {generation}): analysis restarts")
+        return n.decision()
+
+    aborted = request is not None and request.kind is RequestKind.ABORT
+    overdue = None if aborted else deadline_exceeded(spec, status, now)
+    if overdue is not None:
+        _roll_back(n, Reason.PROGRESS_DEADLINE_EXCEEDED, overdue)
+        if request is not None:
+            n.event(
+                Reason.REQUEST_IGNORED,
+                f"{request.kind.value} ignored: the rollout is rolled back (progress deadline)",
+            )
         return n.decision()
 
     if status.stage is Stage.PENDING:

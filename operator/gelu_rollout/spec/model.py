@@ -56,6 +56,10 @@ MIN_BURN_RATE_WINDOWS: Final = 1
 MAX_BURN_RATE_WINDOWS: Final = 4
 MIN_INTERVAL_SECONDS: Final = 10
 MAX_INTERVAL_SECONDS: Final = 3600
+DEFAULT_PROGRESS_DEADLINE_SECONDS: Final = 600
+"""As Kubernetes Deployments' and Flagger canaries' ``progressDeadlineSeconds``."""
+MAX_PROGRESS_DEADLINE_SECONDS: Final = 86_400
+"""A day: pods not ready after that (a node pool scaled from zero included) are not coming."""
 
 GATE_KEYS: Final[tuple[str, ...]] = ("burnRate", "errorRate", "latency", "divergence", "nonFinite")
 """Manifest names of the gates, in the order the spec lists them."""
@@ -1197,6 +1201,15 @@ class RolloutSpec(SpecModel):
     )
     analysis: AnalysisSpec = Field(
         default_factory=AnalysisSpec, description="How the candidate is judged."
+    )
+    progress_deadline_seconds: StrictInt = Field(
+        default=DEFAULT_PROGRESS_DEADLINE_SECONDS,
+        ge=1,
+        le=MAX_PROGRESS_DEADLINE_SECONDS,
+        description=(
+            "How long the arms' pods may stay not ready (starting, crash-looping, not "
+            "scheduled) before an unfinished rollout is rolled back."
+        ),
     )
 
     @model_validator(mode="after")

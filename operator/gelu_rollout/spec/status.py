@@ -173,6 +173,10 @@ class RolloutStatus(StatusModel):
     original_backend_refs: list[list[dict[str, Any]]] | None = None
     """HTTPRoute mode: each rule's ``backendRefs`` as the route had them before the operator
     first set its weights, put back when the rollout is deleted."""
+    not_ready_since: Timestamp | None = None
+    """Since when the arms' pods have not been ready, while the rollout is unfinished (null
+    while they are): what ``spec.progressDeadlineSeconds`` is measured from. Kept in the
+    status, so an operator restarted meanwhile measures from the same moment."""
     analysis: dict[str, Any] = Field(default_factory=dict)
 
     def rollout_generation(self) -> int | None:

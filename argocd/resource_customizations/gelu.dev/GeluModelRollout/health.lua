@@ -21,7 +21,9 @@ end
 
 -- What stalls a rollout outside its own analysis: a person must fix the spec or create the
 -- object it names.
-local blocking = {InvalidSpec = true, RepositoryMissing = true, HTTPRouteMissing = true}
+local blocking = {
+  InvalidSpec = true, RepositoryMissing = true, HTTPRouteMissing = true, ResourceConflict = true,
+}
 
 local status = obj.status
 if status == nil or status.observedGeneration == nil then
