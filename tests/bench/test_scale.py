@@ -99,7 +99,8 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_scale_benchmark_reports_sane_counts(tmp_path: Path) -> None:
     report_path = tmp_path / "scale.json"
-    result = CliRunner().invoke(
+    # Wide enough for the table's headings on one line each.
+    result = CliRunner(env={"COLUMNS": "240"}).invoke(
         app,
         [
             "bench",

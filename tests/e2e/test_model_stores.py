@@ -184,10 +184,11 @@ async def test_each_arm_serves_the_version_it_names_of_one_repository() -> None:
         # The baseline was reloaded to version 1 (Triton's own policy loads 2), the candidate
         # serves 2, whose NaN answers the probe catches beside the baseline's finite ones.
         assert status["stage"] == "RolledBack", status["message"]
-        Path("/tmp/versions-status.json").write_text(json.dumps(status, indent=1))
         assert condition(done, "RolledBack")["reason"] == "ProbeFailed"
+        # Only version 2 answers NaN: the candidate served it, the baseline did not.
+        assert "non-finite output(s) where the baseline's are finite" in status["message"]
         assert await served_versions(stack, "versions-baseline") == {1: True, 2: False}
-        assert await served_versions(stack, "versions-candidate") == {1: False, 2: True}
+        # (The candidate is scaled to 0 once the rollback is acted on: nothing left to ask.)
         print("E2E versions:", status["message"][:160])
 
         await apply(stack, missing)
