@@ -577,15 +577,28 @@ def benchmark_scale(
     }
 
 
+Column = tuple[str, str, str]
+"""(the run's key, the heading, the format of its cells)."""
+
+
+def _table(title: str, columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> Table:
+    """One row per entry of ``rows``, one right-aligned column per entry of ``columns``."""
+    table = Table(title=title)
+    for _, heading, _ in columns:
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(*(fmt.format(row[key]) for key, _, fmt in columns))
+    return table
+
+
 def print_scale_report(report: dict[str, Any], console: Console) -> None:
     settings = report["settings"]
-    table = Table(
-        title=(
-            f"one operator, analysis every {settings['interval_seconds']}s "
-            f"(timer {settings['timer_seconds']:g}s), {settings['ticks']} ticks measured"
-        )
+    title = (
+        f"one operator, analysis every {settings['interval_seconds']}s "
+        f"(timer {settings['timer_seconds']:g}s), {settings['ticks']} ticks measured"
     )
-    columns = (
+    runs = report["runs"]
+    figures: tuple[Column, ...] = (
         ("rollouts", "rollouts", "{:d}"),
         ("reconcile_p50_s", "reconcile P50 s", "{:.3f}"),
         ("reconcile_p99_s", "reconcile P99 s", "{:.3f}"),
@@ -596,13 +609,8 @@ def print_scale_report(report: dict[str, Any], console: Console) -> None:
         ("loop_cpu_s_per_tick", "of it event loop", "{:.2f}"),
         ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
     )
-    for _, title, _ in columns:
-        table.add_column(title, justify="right")
-    for run in report["runs"]:
-        table.add_row(*(fmt.format(run[key]) for key, _, fmt in columns))
-    console.print(table)
-    machine = Table(title="during the window: did it keep up, and who used the CPUs")
-    machine_columns = (
+    console.print(_table(title, figures, runs))
+    machine: tuple[Column, ...] = (
         ("rollouts", "rollouts", "{:d}"),
         ("achieved_interval_s", "s between analyses", "{:.1f}"),
         ("never_analysed", "never analysed", "{:d}"),
@@ -610,26 +618,17 @@ def print_scale_report(report: dict[str, Any], console: Console) -> None:
         ("api_cpu_share_of_one_core", "API + exporter (cores)", "{:.2f}"),
         ("prometheus_cpu_share_of_one_core", "Prometheus (cores)", "{:.2f}"),
     )
-    for _, title, _ in machine_columns:
-        machine.add_column(title, justify="right")
-    for run in report["runs"]:
-        machine.add_row(*(fmt.format(run[key]) for key, _, fmt in machine_columns))
-    console.print(machine)
-    ratios = Table(title="growth against the first run")
-    ratio_columns = (
-        ("rollouts_ratio", "rollouts"),
-        ("reconcile_p50_s_ratio", "P50"),
-        ("reconcile_p99_s_ratio", "P99"),
-        ("prom_queries_per_rollout_tick_ratio", "queries/rollout/tick"),
-        ("api_requests_per_rollout_tick_ratio", "API req/rollout/tick"),
-        ("cpu_s_per_tick_ratio", "CPU s/tick"),
-        ("peak_rss_mb_ratio", "peak RSS"),
+    console.print(_table("during the window: did it keep up, and who used the CPUs", machine, runs))
+    ratios: tuple[Column, ...] = (
+        ("rollouts_ratio", "rollouts", "{:.2f}x"),
+        ("reconcile_p50_s_ratio", "P50", "{:.2f}x"),
+        ("reconcile_p99_s_ratio", "P99", "{:.2f}x"),
+        ("prom_queries_per_rollout_tick_ratio", "queries/rollout/tick", "{:.2f}x"),
+        ("api_requests_per_rollout_tick_ratio", "API req/rollout/tick", "{:.2f}x"),
+        ("cpu_s_per_tick_ratio", "CPU s/tick", "{:.2f}x"),
+        ("peak_rss_mb_ratio", "peak RSS", "{:.2f}x"),
     )
-    for _, title in ratio_columns:
-        ratios.add_column(title, justify="right")
-    for row in report["growth"]:
-        ratios.add_row(*(f"{row[key]:.2f}x" for key, _ in ratio_columns))
-    console.print(ratios)
+    console.print(_table("growth against the first run", ratios, report["growth"]))
     kinds = Table(title="API requests per rollout per tick, by kind")
     kinds.add_column("request")
     for run in report["runs"]:
