@@ -19,7 +19,9 @@ import kopf
 # Kopf exports no name for the type of a peer's identity (a NewType of str).
 from kopf._core.engines.peering import Identity
 
-from gelu_rollout.adapters.kube import Kind, KubeClient, login_for
+from gelu_rollout.adapters.kube import OWNED_KINDS, Kind, KubeClient, Login, login_for
+from gelu_rollout.adapters.kube.cache import CachedKubeClient
+from gelu_rollout.adapters.kube.kinds import POD
 from gelu_rollout.adapters.prometheus.observer import PrometheusObserver
 from gelu_rollout.controller import (
     Controller,
@@ -30,6 +32,7 @@ from gelu_rollout.controller import (
 )
 from gelu_rollout.handlers import build_registry
 from gelu_rollout.metrics import OperatorMetrics
+from gelu_rollout.resources.names import LABEL_MANAGED_BY, MANAGED_BY
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,17 @@ async def ensure_peering(
             delay = min(delay * 2, PEERING_RETRY_MAX_SECONDS)
 
 
+def owned_objects_client(login: Login, namespaces: Sequence[str] = ()) -> KubeClient:
+    """The controller's client: the rollouts' own objects (and their pods) read from a watch
+    of what carries the operator's label, in ``namespaces`` or in all of them."""
+    return CachedKubeClient(
+        login,
+        kinds=(*OWNED_KINDS, POD),
+        selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        namespaces=namespaces,
+    )
+
+
 async def run_operator(
     config: OperatorConfig,
     *,
@@ -157,7 +171,7 @@ async def run_operator(
         config.prometheus_timeout_seconds,
         scrape_interval_seconds=config.scrape_interval_seconds,
     ) as observer:
-        kube = KubeClient(login)
+        kube = owned_objects_client(login, config.namespaces)
         controller = Controller(
             kube,
             observer,

@@ -37,17 +37,18 @@ def rule(kind: Kind, verbs: str, subresource: str = "") -> Rules:
     return {(group(kind), resource): frozenset(verbs.split())}
 
 
-# What the operator's own code does (controller.py, handlers.py): to each owned kind, get (the
-# user's ConfigMaps, the arms' Deployments), list by label, server-side apply (patch, and create
-# where the object is new: the API server authorizes that apply as a create), prune (delete).
+# What the operator's own code does (controller.py, handlers.py, adapters/kube/cache.py): to
+# each owned kind, get (the user's ConfigMaps, the arms' Deployments), list and watch by label
+# (the cache), server-side apply (patch, and create where the object is new: the API server
+# authorizes that apply as a create), prune (delete).
 OPERATOR: Final[Rules] = {
     **{
         key: verbs
         for k in OWNED_KINDS
-        for key, verbs in rule(k, "get list create patch delete").items()
+        for key, verbs in rule(k, "get list watch create patch delete").items()
     },
-    # The arms' pods: listed while a Deployment is not ready, to say why.
-    **rule(POD, "list"),
+    # The arms' pods: listed and watched by label, read while a Deployment is not ready.
+    **rule(POD, "list watch"),
     # The user's HTTPRoute: read, and its backends' weights merge-patched.
     **rule(HTTP_ROUTE, "get patch"),
     # The rollouts: Kopf lists and watches them and patches annotations and finalizers;

@@ -89,25 +89,26 @@ adapters/kube/kinds.py, controller.py, handlers.py and Kopf. */}}
 - apiGroups: [gelu.dev]
   resources: [gelumodelrollouts/status]
   verbs: [patch]
-# Owned ConfigMaps (the arms' model repositories): listed by label, server-side applied
-# (patch; create for a new one), pruned (delete); get reads the user's repository and
-# sample-input ConfigMaps.
+# Owned ConfigMaps (the arms' model repositories): listed and watched by label (the
+# operator's cache of its own objects), server-side applied (patch; create for a new one),
+# pruned (delete); get reads the user's repository and sample-input ConfigMaps.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Owned Services (the arms' and, in ReplicaRatio mode, the rollout's): the same verbs.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 # Owned Deployments (the arms' Triton pods): the same verbs; get reads their readiness.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, create, patch, delete]
-# The arms' pods, read while a Deployment is not ready: why they do not run (a crash loop,
-# a missing Secret), for ResourcesReady and an Event. Never written.
+  verbs: [get, list, watch, create, patch, delete]
+# The arms' pods, listed and watched by label, read while a Deployment is not ready: why
+# they do not run (a crash loop, a missing Secret), for ResourcesReady and an Event. Never
+# written.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
+  verbs: [list, watch]
 # The user's HTTPRoute (HTTPRoute mode): read, then its backends' weights merge-patched;
 # never created or deleted.
 - apiGroups: [gateway.networking.k8s.io]

@@ -30,13 +30,13 @@ from typing import IO, Any
 
 import kopf
 
-from gelu_rollout.adapters.kube import KubeClient, login_for
+from gelu_rollout.adapters.kube import login_for
 from gelu_rollout.adapters.prometheus.observer import Observer, PrometheusObserver
 from gelu_rollout.controller import Controller, TickResult
 from gelu_rollout.handlers import build_registry
 from gelu_rollout.metrics import OperatorMetrics
 from gelu_rollout.rollout.observations import Observations
-from gelu_rollout.run import configure_logging
+from gelu_rollout.run import configure_logging, owned_objects_client
 from gelu_rollout.spec.model import LatencyHistogramSource
 
 
@@ -132,7 +132,7 @@ async def serve(args: argparse.Namespace) -> None:
         ) as prometheus,
     ):
         counting = CountingObserver(prometheus)
-        kube = KubeClient(login)
+        kube = owned_objects_client(login)
         controller = TimedController(
             kube, counting, metrics=OperatorMetrics(), records=records, counting=counting
         )

@@ -1,5 +1,5 @@
-"""The Kubernetes API as plain JSON objects, asynchronously: get, list, create, merge-patch,
-server-side apply, delete.
+"""The Kubernetes API as plain JSON objects, asynchronously: get, list, watch, create,
+merge-patch, server-side apply, delete.
 
 The operator's only client of the API besides Kopf itself, and the one its command-line tools
 and the lab use too. Objects stay the dicts the pure renderers produce; the kinds come from
@@ -15,7 +15,7 @@ import json
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -196,21 +196,85 @@ class KubeClient:
         result: Object = self._check(status, data, f"get {kind.kind} {_where(namespace, name)}")
         return result
 
-    async def list(
+    async def list_versioned(
         self, kind: Kind, namespace: str | None, label_selector: str | None = None
-    ) -> list[Object]:
-        """The objects in ``namespace``, or in every namespace when it is None."""
+    ) -> tuple[list[Object], str]:
+        """:meth:`list`, and the list's ``resourceVersion``: where a watch of the changes
+        since goes on from."""
         params = {"labelSelector": label_selector} if label_selector else None
         status, data = await self.request("GET", kind.path(namespace), params=params)
         where = f"in {namespace}" if namespace is not None else "in all namespaces"
         found = self._check(status, data, f"list {kind.kind} {where}")
         items = found.get("items") if isinstance(found, Mapping) else None
+        metadata = found.get("metadata") if isinstance(found, Mapping) else None
+        version = str((metadata or {}).get("resourceVersion") or "")
         # List items may omit apiVersion and kind; callers compare objects by them.
         return [
             {"apiVersion": kind.api_version, "kind": kind.kind, **item}
             for item in items or []
             if isinstance(item, Mapping)
-        ]
+        ], version
+
+    async def list(
+        self, kind: Kind, namespace: str | None, label_selector: str | None = None
+    ) -> list[Object]:
+        """The objects in ``namespace``, or in every namespace when it is None."""
+        items, _ = await self.list_versioned(kind, namespace, label_selector)
+        return items
+
+    async def watch(
+        self,
+        kind: Kind,
+        namespace: str | None,
+        label_selector: str | None = None,
+        resource_version: str | None = None,
+        *,
+        timeout_seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, Object]]:
+        """The changes after ``resource_version`` as ``(type, object)``: ``ADDED``,
+        ``MODIFIED``, ``DELETED``, ``BOOKMARK`` or ``ERROR`` (a Status: 410 when the version
+        is too old to resume from). Ends when the server closes the stream, after about
+        ``timeout_seconds``; a refusal or a lost connection is a :class:`KubeError`."""
+        params = {"watch": "true", "timeoutSeconds": str(timeout_seconds)}
+        params["allowWatchBookmarks"] = "true"
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if resource_version:
+            params["resourceVersion"] = resource_version
+        where = f"in {namespace}" if namespace is not None else "in all namespaces"
+        # No total limit: the stream lasts as long as the server keeps it; a silent one is
+        # given up a little after the server should have closed it.
+        limit = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=self.timeout_seconds,
+            sock_read=timeout_seconds + self.timeout_seconds,
+        )
+        session = await self._connect()
+        try:
+            async with session.get(
+                kind.path(namespace).lstrip("/"), params=params, timeout=limit
+            ) as response:
+                if response.status != 200:
+                    raw = await response.read()
+                    if response.status == 401:
+                        await self._connect(stale=session)  # logged in again for the next one
+                    try:
+                        decoded = json.loads(raw) if raw else None
+                    except ValueError:
+                        decoded = raw.decode(errors="replace")
+                    self._check(response.status, decoded, f"watch {kind.kind} {where}")
+                # One JSON object a line; a line may be longer than aiohttp's line limit.
+                pending = b""
+                async for chunk in response.content.iter_any():
+                    pending += chunk
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        if line.strip():
+                            event = json.loads(line)
+                            yield str(event.get("type")), dict(event.get("object") or {})
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            detail = str(error) or type(error).__name__
+            raise KubeError(None, f"watch {kind.kind} {where}: {detail}", verb="watch") from error
 
     async def create(self, obj: Mapping[str, Any]) -> Object:
         kind, namespace, name = _identity(obj)
