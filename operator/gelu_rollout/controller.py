@@ -18,6 +18,7 @@ rollout whose objects were checked a moment ago is not read at all.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,6 +78,7 @@ from gelu_rollout.rollout.events import EmitEvent
 from gelu_rollout.rollout.observations import Observations
 from gelu_rollout.rollout.progress import deadline_exceeded, not_ready_since
 from gelu_rollout.rollout.requests import REQUEST_ANNOTATION, ManualRequest, parse_request
+from gelu_rollout.rollout.window import observation_window_seconds
 from gelu_rollout.spec.model import RolloutSpec
 from gelu_rollout.spec.parse import SpecError, parse_spec, parse_status
 from gelu_rollout.spec.status import RolloutStatus, Stage
@@ -97,9 +99,13 @@ TERMINAL_RECHECK_SECONDS: Final = 600.0
 on a change to it or this often: a drifted or deleted owned object is put back within ten
 minutes, and the timer's other firings cost no API request."""
 
-EVENT_NAME_PREFIX: Final = "kopf-event-"
 EVENT_COMPONENT: Final = "kopf"
 EVENT_MESSAGE_LIMIT: Final = 1024
+ANNOUNCING: Final = "announcing"
+"""A status field between a decision's record and the end of its tick: the Events that
+announce the decision, each with the name it is posted under. A tick that finds it (the
+process died in between) posts them again under the same names, which the API server refuses
+for those already there: each is posted once whatever the crash."""
 """The Events the tick posts itself look as Kopf's do (its default prefix, component and
 message length)."""
 
@@ -342,6 +348,11 @@ class Controller:
             status = RolloutStatus()
         found = status  # as the tick found it: the metrics count what changed from it
         written = status.conditions
+        announcing = raw_status.get(ANNOUNCING)
+        if isinstance(announcing, list) and announcing:
+            # A decision recorded by a tick that died before it ended: its Events may not
+            # have gone out. The tick's status write at its end clears the field.
+            await self._post_events(body, announcing)
         owner = OwnerRef.from_body(body)
         repositories, problem = await self._repositories(spec, namespace)
         if repositories is None:
@@ -382,7 +393,9 @@ class Controller:
                 # On the status this tick decided from: had anyone written it since (a second
                 # replica during a hand-over), the API server refuses it (409) and the next
                 # attempt decides again from what they wrote.
-                record = _status_patch(raw_status, recorded)
+                # Its Events go with it, under names of their own: see ANNOUNCING.
+                announced = _announcements(body, events, now)
+                record = {**_status_patch(raw_status, recorded), ANNOUNCING: announced}
                 await self.kube.merge_patch(
                     ROLLOUT,
                     namespace,
@@ -397,8 +410,8 @@ class Controller:
                     if value is not None
                 }
                 # Its Events too, before the act: the next operator, finding the decision
-                # recorded, will not decide it again, nor announce it.
-                await self._post_events(body, events)
+                # recorded, will not decide it again, and posts only what did not go out.
+                await self._post_events(body, announced)
                 events.clear()
         world = await self._apply(owner, spec, status, repositories, route)
         if world.original_backend_refs is not None:
@@ -490,7 +503,7 @@ class Controller:
         now: datetime,
         request: ManualRequest | None,
     ) -> Observations:
-        interval = float(spec.analysis.interval_seconds)
+        interval = observation_window_seconds(spec, status, now)
         if status.stage is Stage.PENDING or status.stage.terminal:
             probe = None
             if status.stage is Stage.PENDING and status.started_at is not None:
@@ -646,10 +659,13 @@ class Controller:
                     f"{obj['kind']} {owner.namespace}/{_key(obj)[2]} is already there and "
                     f"belongs to {holder}: rename the rollout or remove that object",
                 )
-        # Server-side apply every tick: the API server makes an unchanged object a no-op, and
-        # drops the fields the operator set before and no longer renders.
+        # Server-side apply (which drops the fields the operator set before and no longer
+        # renders) of each object the live one does not match: its fingerprint annotation
+        # says whether it was applied from this very rendering, so an unchanged object costs
+        # no request, and a changed rendering or drift by another hand is applied.
         for obj in desired:
-            existing[_key(obj)] = await self.kube.apply(obj)
+            if needs_apply(obj, existing.get(_key(obj))):
+                existing[_key(obj)] = await self.kube.apply(obj)
         for stale in stale_objects(owner, existing.values(), desired):
             await self.kube.delete(kind_of(stale), owner.namespace, _key(stale)[2])
         originals = None
@@ -728,10 +744,13 @@ class Controller:
 
     # -- record ------------------------------------------------------------------------------
 
-    async def _post_events(self, body: Mapping[str, Any], events: Sequence[EmitEvent]) -> None:
-        """Post ``events`` about the rollout now, with the fields Kopf's poster gives them (the
-        handler's go through Kopf after the tick). A refused one is logged, not failed: Events
-        are auxiliary, as they are to Kopf."""
+    async def _post_events(
+        self, body: Mapping[str, Any], announced: Sequence[Mapping[str, Any]]
+    ) -> None:
+        """Post the ``announced`` Events (see :func:`_announcements`) about the rollout now,
+        with the fields Kopf's poster gives them (the handler's go through Kopf after the
+        tick). One already there (409: posted before a crash) is done; a refused one is
+        logged, not failed: Events are auxiliary, as they are to Kopf."""
         metadata = body.get("metadata") or {}
         namespace = str(metadata.get("namespace"))
         involved = {
@@ -742,14 +761,14 @@ class Controller:
             "namespace": namespace,
         }
         now = self.clock().isoformat()
-        for event in events:
+        for event in announced:
             obj = {
                 "apiVersion": "v1",
                 "kind": "Event",
-                "metadata": {"namespace": namespace, "generateName": EVENT_NAME_PREFIX},
-                "type": event.type,
-                "reason": event.reason,
-                "message": event.message[:EVENT_MESSAGE_LIMIT],
+                "metadata": {"namespace": namespace, "name": str(event.get("name"))},
+                "type": str(event.get("type")),
+                "reason": str(event.get("reason")),
+                "message": str(event.get("message"))[:EVENT_MESSAGE_LIMIT],
                 "reportingComponent": EVENT_COMPONENT,
                 "source": {"component": EVENT_COMPONENT},
                 "involvedObject": involved,
@@ -763,12 +782,12 @@ class Controller:
                 )
             except Exception as error:  # no answer at all: as good as refused
                 code, answer = 0, str(error)
-            if code not in (200, 201):
+            if code not in (200, 201, 409):
                 log.warning(
                     "%s/%s: the %s Event was not posted (%s): %s",
                     namespace,
                     metadata.get("name"),
-                    event.reason,
+                    event.get("reason"),
                     code or "no answer",
                     answer.get("message") if isinstance(answer, dict) else answer,
                 )
@@ -882,6 +901,28 @@ def _request(
     return (None, None) if request.id == status.handled_request else (request, None)
 
 
+def _announcements(
+    body: Mapping[str, Any], events: Sequence[EmitEvent], now: datetime
+) -> list[dict[str, str]]:
+    """``events`` as the status records them before they are posted (:data:`ANNOUNCING`),
+    each with a name fixed by the rollout, the moment of the decision and its place."""
+    metadata = body.get("metadata") or {}
+    name, uid = str(metadata.get("name")), str(metadata.get("uid"))
+    announced = []
+    for index, event in enumerate(events):
+        key = f"{uid}/{now.isoformat()}/{index}/{event.reason}".encode()
+        digest = hashlib.blake2b(key, digest_size=8).hexdigest()
+        announced.append(
+            {
+                "name": f"{name[:200]}.{digest}",
+                "type": event.type,
+                "reason": event.reason,
+                "message": event.message[:EVENT_MESSAGE_LIMIT],
+            }
+        )
+    return announced
+
+
 def _status_patch(old: Mapping[str, Any], status: RolloutStatus) -> dict[str, Any]:
     """A merge patch from ``old`` to ``status``: the fields that changed, and those that went
     away nulled. Only those: a tick that read a status somebody changed since (a second
@@ -893,6 +934,6 @@ def _status_patch(old: Mapping[str, Any], status: RolloutStatus) -> dict[str, An
     }
     patch = {key: value for key, value in new.items() if old.get(key) != value}
     for key in old:
-        if key not in new and key in known:
+        if key not in new and (key in known or key == ANNOUNCING):
             patch[key] = None
     return patch

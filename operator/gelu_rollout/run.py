@@ -32,7 +32,7 @@ from gelu_rollout.controller import (
 )
 from gelu_rollout.handlers import build_registry
 from gelu_rollout.metrics import OperatorMetrics
-from gelu_rollout.resources.names import LABEL_MANAGED_BY, MANAGED_BY
+from gelu_rollout.resources.names import LABEL_MANAGED_BY, LABEL_ROLLOUT, MANAGED_BY
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,7 @@ def owned_objects_client(login: Login, namespaces: Sequence[str] = ()) -> KubeCl
         login,
         kinds=(*OWNED_KINDS, POD),
         selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+        index_label=LABEL_ROLLOUT,
         namespaces=namespaces,
     )
 

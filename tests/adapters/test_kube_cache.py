@@ -229,6 +229,32 @@ async def test_a_broken_watch_sends_reads_to_the_server_until_it_is_back(
         )
 
 
+@pytest.mark.asyncio
+async def test_a_list_of_one_rollouts_objects_comes_from_its_index(
+    server: EmulatorServer, writer: KubeClient
+) -> None:
+    for rollout in ("a", "b"):
+        for index in range(3):
+            labels = {**OURS, "gelu.dev/rollout": rollout}
+            await writer.create(config_map(f"{rollout}-{index}", labels))
+    async with cache_for(server, index_label="gelu.dev/rollout") as cache:
+        await cache.list(CONFIG_MAP, "default", SELECTOR)
+        await until(lambda: cache.cached(CONFIG_MAP, "default") is not None, "synced")
+        cache.sent.clear()
+        of_a = await cache.list(CONFIG_MAP, "default", f"{SELECTOR},gelu.dev/rollout=a")
+        assert names(of_a) == {"a-0", "a-1", "a-2"}
+        assert names(cache.cached(CONFIG_MAP, "default", "b") or []) == {"b-0", "b-1", "b-2"}
+        # Relabelled to the other rollout by the operator's own patch: moved in the index.
+        await cache.merge_patch(
+            CONFIG_MAP, "default", "a-0", {"metadata": {"labels": {"gelu.dev/rollout": "b"}}}
+        )
+        assert names(cache.cached(CONFIG_MAP, "default", "a") or []) == {"a-1", "a-2"}
+        assert "a-0" in names(cache.cached(CONFIG_MAP, "default", "b") or [])
+        await cache.delete(CONFIG_MAP, "default", "a-1")
+        assert names(cache.cached(CONFIG_MAP, "default", "a") or []) == {"a-2"}
+        assert len(cache.sent) == 2  # the patch and the delete
+
+
 def test_only_equalities_are_evaluated_in_memory() -> None:
     assert parse_equalities("a=b, c=d") == {"a": "b", "c": "d"}
     assert parse_equalities("a==b") is None

@@ -106,6 +106,7 @@ class FakeKubeAPI:
         self.faults: list[Fault] = []
         self.ready_on_apply = ready_on_apply
         self.never_ready: set[str] = set()
+        self._kubelet_runs: set[ObjectKey] = set()  # the Deployments whose readiness it plays
         self._versions = itertools.count(1)
 
     # -- the test's side -----------------------------------------------------------------
@@ -152,7 +153,8 @@ class FakeKubeAPI:
         self.faults.clear()
 
     def pods_ready(self, ready: bool = True) -> None:
-        """Every Deployment's pods ready (or none of them)."""
+        """Every Deployment's pods ready (or none of them), from now on as the test says."""
+        self._kubelet_runs.clear()
         for (kind, _, _), obj in self.objects.items():
             if kind == "Deployment":
                 replicas = int((obj.get("spec") or {}).get("replicas", 1))
@@ -170,6 +172,7 @@ class FakeKubeAPI:
         self, kind: Kind, namespace: str | None, name: str, *, subresource: str | None = None
     ) -> Object | None:
         self._request("get", kind, namespace, name)
+        self._play_kubelet()
         found = self.objects.get(self._key(kind, namespace, name))
         return copy.deepcopy(found) if found is not None else None
 
@@ -177,6 +180,7 @@ class FakeKubeAPI:
         self, kind: Kind, namespace: str | None, label_selector: str | None = None
     ) -> list[Object]:
         self._request("list", kind, namespace, "")
+        self._play_kubelet()
         wanted = dict(pair.split("=", 1) for pair in (label_selector or "").split(",") if pair)
         return [
             copy.deepcopy(obj)
@@ -225,12 +229,22 @@ class FakeKubeAPI:
         new = copy.deepcopy(dict(obj))
         if before is not None and "status" in before:
             new["status"] = copy.deepcopy(before["status"])
-        if kind.kind == "Deployment" and name in self.never_ready:
-            new["status"] = {"readyReplicas": 0}
-        elif kind.kind == "Deployment" and self.ready_on_apply:
-            new["status"] = {"readyReplicas": int((new.get("spec") or {}).get("replicas", 1))}
         self.objects[key] = self._stamp(new, before)
+        if kind.kind == "Deployment" and (self.ready_on_apply or name in self.never_ready):
+            self._kubelet_runs.add(key)
+            self._play_kubelet()
         return copy.deepcopy(self.objects[key])
+
+    def _play_kubelet(self) -> None:
+        """The applied Deployments' ready replicas follow their spec (none for those in
+        ``never_ready``), as the kubelet and the Deployment controller keep them, whether or
+        not the operator applies them again; not those the test set by hand (pods_ready)."""
+        for key in self._kubelet_runs:
+            obj = self.objects.get(key)
+            if obj is not None:
+                replicas = int((obj.get("spec") or {}).get("replicas", 1))
+                ready = 0 if key[2] in self.never_ready else replicas
+                obj["status"] = {"readyReplicas": ready}
 
     async def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         self._request("delete", kind, namespace, name)

@@ -86,6 +86,7 @@ class ApiRule:
         self._released.set()
 
 
+_STATUS_PATH = re.compile(r"/gelumodelrollouts/([^/]+)/status$")
 _REASONS = {409: "Conflict", 500: "InternalError", 503: "ServiceUnavailable", 504: "Timeout"}
 
 
@@ -111,6 +112,9 @@ class ApiFront:
         got as far as acting makes two (one per arm)."""
         self.applied: collections.Counter[str] = collections.Counter()
         """The same, by Deployment name (``<rollout>-<arm>``)."""
+        self.status_written: collections.Counter[str] = collections.Counter()
+        """The operator's status writes that reached the emulator, by rollout: each tick that
+        observed, decided or acted makes one (a tick that changed nothing, none)."""
         self.reached: list[ApiRequest] = []
         """Every request of the operator that reached the emulator, in order of arrival."""
 
@@ -129,6 +133,8 @@ class ApiFront:
             if request.method == "PATCH" and "/deployments/" in request.path:
                 self.applies += 1
                 self.applied[request.path.rsplit("/", 1)[-1]] += 1
+            if request.method == "PATCH" and (written := _STATUS_PATH.search(request.path)):
+                self.status_written[written.group(1)] += 1
             return await self.emulator(request)
         rule.matched += 1
         if rule.remaining is not None:

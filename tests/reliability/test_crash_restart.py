@@ -10,8 +10,9 @@ exact point of the outcome's tick, through the API front: while the decision's s
 is held (then refused: nothing recorded, nothing done), or, in odd rounds, after it landed
 and while the first apply of an owned object is held (recorded, not carried out).
 
-Bounded to about five minutes (``GELU_CRASH_ROUNDS``, default 2 rounds of 4 rollouts, 30 kills
-or more); set ``GELU_RELIABILITY_LONG=1`` for 10 rounds. ``GELU_CRASH_SEED`` picks the kill points.
+Bounded to about seven minutes (``GELU_CRASH_ROUNDS``, default 3 rounds of 4 rollouts, and up
+to 3 more until there were 30 kills); set ``GELU_RELIABILITY_LONG=1`` for 10 rounds.
+``GELU_CRASH_SEED`` picks the kill points.
 """
 
 from __future__ import annotations
@@ -43,18 +44,21 @@ from tests.reliability.rollouts import (
 pytestmark = [pytest.mark.e2e, pytest.mark.triton, pytest.mark.prometheus, pytest.mark.slow]
 
 LONG = os.environ.get("GELU_RELIABILITY_LONG") == "1"
-ROUNDS = int(os.environ.get("GELU_CRASH_ROUNDS", "10" if LONG else "2"))
+ROUNDS = int(os.environ.get("GELU_CRASH_ROUNDS", "10" if LONG else "3"))
 SEED = int(os.environ.get("GELU_CRASH_SEED", "13"))
-MIN_KILLS_PER_ROUND = 10
-MIN_KILLS = 30  # the fewest kill points of a run, whatever its rounds
+MIN_KILLS_PER_ROUND = 8  # a killer that stopped killing fails the run
+MIN_KILLS = 30
+"""The fewest kill points of a run: rounds are added (``EXTRA_ROUNDS`` at most) until there
+are as many; three rounds gave 28 and 31."""
+EXTRA_ROUNDS = 3
 MIN_UP_S = 1.0
-MIN_APPLIES = 2
-"""Each start of the operator lives until it has acted on every unfinished rollout (a tick got
-as far as applying its two Deployments) at least once: killed sooner, again and again, it
-would never finish a tick of some of them (one takes up to 6 s on this busy two-core machine,
-and each rollout's first tick after a start waits for its place in the timer's period), which
-tests nothing but patience."""
-RANDOM_KILL_GAP_S = (2.0, 6.0)
+MIN_STATUS_WRITES = 1
+"""Each start of the operator lives until it has finished a tick of every unfinished rollout
+(written its status: every analysis, every decision writes it) at least once: killed sooner,
+again and again, it would never finish a tick of some of them (one takes up to 6 s on this
+busy two-core machine, and each rollout's first tick after a start waits for its place in the
+timer's period), which tests nothing but patience."""
+RANDOM_KILL_GAP_S = (1.0, 4.0)
 POLL_S = 0.25
 ROLLOUT_TIMEOUT_S = 420.0
 RATE_PER_S = 25.0
@@ -147,7 +151,7 @@ class Killer:
         self.record = record
         self.seen: set[tuple[str, str]] = set()
         self.up_since = time.monotonic()
-        self.applies_at_start = stack.front.applied.copy()
+        self.written_at_start = stack.front.status_written.copy()
         self.next_random_kill = self.up_since + rng.uniform(*RANDOM_KILL_GAP_S)
 
     async def kill_and_restart(
@@ -162,14 +166,14 @@ class Killer:
         await asyncio.sleep(self.rng.uniform(0, 1.0))  # down-time
         self.record.restart_s.append(await self.stack.operator.start())
         self.up_since = time.monotonic()
-        self.applies_at_start = self.stack.front.applied.copy()
+        self.written_at_start = self.stack.front.status_written.copy()
         self.next_random_kill = self.up_since + self.rng.uniform(*RANDOM_KILL_GAP_S)
 
     def _acted_on_each(self, tracked: list[Tracked]) -> bool:
-        """This start has applied the Deployments of every rollout not yet finished."""
-        since = self.stack.front.applied - self.applies_at_start
+        """This start has written the status of every rollout not yet finished."""
+        since = self.stack.front.status_written - self.written_at_start
         return all(
-            since[f"{t.name}-baseline"] + since[f"{t.name}-candidate"] >= MIN_APPLIES
+            since[t.name] >= MIN_STATUS_WRITES
             for t in tracked
             if stage(self.stack.rollout(t.name)) not in TERMINAL
         )
@@ -288,7 +292,7 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
             assert time.monotonic() < deadline, (
                 f"round {round_no}: not finished in {ROLLOUT_TIMEOUT_S:g}s: "
                 f"{[(t.name, t.stages) for t in tracked]}\n{_where_they_are(stack, tracked)}\n"
-                f"{stack.operator.log_tail()}"
+                f"{_recent_requests(stack)}\n{stack.operator.log_tail()}"
             )
             _observe(stack, tracked)
             for trap in [trap for trap in traps if trap.trigger.seen.is_set()]:
@@ -331,6 +335,18 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
     restored = stack.get("gateway.networking.k8s.io/v1/httproutes", route)
     assert restored is not None
     assert restored["spec"]["rules"][0]["backendRefs"] == ORIGINAL_BACKENDS
+
+
+def _recent_requests(stack: Lab, seconds: float = 60.0) -> str:
+    """The operator's requests that reached the API in the last ``seconds``, but its reads
+    of the rollouts' own Events."""
+    since = time.time() - seconds
+    lines = [
+        f"  {r.at - since:5.1f}s {r.method} {r.path}{'?' + r.query if r.query else ''}"
+        for r in stack.front.reached
+        if r.at >= since and "/events" not in r.path
+    ]
+    return f"the operator's requests in the last {seconds:g}s:\n" + "\n".join(lines[-80:])
 
 
 def _where_they_are(stack: Lab, tracked: list[Tracked]) -> str:
@@ -385,19 +401,21 @@ async def test_the_operator_killed_anywhere_still_reaches_each_rollouts_outcome(
     rng = random.Random(SEED)
     record = Record()
     started = time.monotonic()
+    rounds = 0
     async with lab() as stack:
-        for round_no in range(ROUNDS):
-            await _run_round(stack, round_no, rng, record)
+        while rounds < ROUNDS or (len(record.kills) < MIN_KILLS and rounds < ROUNDS + EXTRA_ROUNDS):
+            await _run_round(stack, rounds, rng, record)
+            rounds += 1
     seconds = time.monotonic() - started
     per_phase = record.per_phase()
     restart = sorted(record.restart_s)
     print(
-        f"CRASH seed {SEED}: {len(record.kills)} SIGKILLs in {ROUNDS} rounds, {seconds:.0f}s; "
+        f"CRASH seed {SEED}: {len(record.kills)} SIGKILLs in {rounds} rounds, {seconds:.0f}s; "
         f"rollout-kill points by stage {dict(sorted(per_phase.items()))}; "
         f"outcomes {dict(record.outcomes)}; restart to ready median "
         f"{restart[len(restart) // 2]:.1f}s, max {restart[-1]:.1f}s"
     )
-    assert len(record.kills) >= max(MIN_KILLS, MIN_KILLS_PER_ROUND * ROUNDS)
+    assert len(record.kills) >= max(MIN_KILLS, MIN_KILLS_PER_ROUND * rounds)
     assert set(PHASES) <= set(per_phase), (
         f"stages never interrupted: {set(PHASES) - set(per_phase)}"
     )

@@ -244,6 +244,15 @@ async def test_a_candidate_that_never_gets_ready_is_rolled_back_at_its_progress_
         print(f"FAULTS progress deadline: RolledBack {took:.0f}s after the apply:", message[:200])
 
 
+async def drift(stack: Lab, name: str) -> None:
+    """Mark the rollout's Deployments as not rendered by the operator (their fingerprint
+    annotation changed by hand)."""
+    for arm in ("baseline", "candidate"):
+        await stack.kubectl(
+            "annotate", "deployment", f"{name}-{arm}", "gelu.dev/rendered=edited", "--overwrite"
+        )
+
+
 @pytest.mark.asyncio
 async def test_the_api_answering_409_and_5xx_never_promotes_and_recovers() -> None:
     """409 and then 503 on the operator's applies, 500 on its status writes, each for a while
@@ -263,6 +272,9 @@ async def test_the_api_answering_409_and_5xx_never_promotes_and_recovers() -> No
             ]
             for rule in rules:
                 stack.front.add(rule)
+                # Another hand changes the Deployments: the operator, which applies only what
+                # differs from its rendering, must apply them back, and meets the rule.
+                await drift(stack, name)
                 # A tick that had listed before the rule came may still apply or write: count
                 # from the first refusal on (ticks run one at a time per rollout), once the
                 # watch has delivered what got through before it.
@@ -288,7 +300,9 @@ async def test_the_api_answering_409_and_5xx_never_promotes_and_recovers() -> No
                     assert after["status"] == before["status"]
                 else:
                     assert stack.front.applies == applies  # none of its applies got through
-                # Healed: the next attempt (after its back-off) acts again.
+                # Healed: the next attempt (after its back-off) acts again (drifted anew: the
+                # status rule let its applies through).
+                await drift(stack, name)
                 deadline = time.monotonic() + 90
                 while stack.front.applies == applies:
                     assert time.monotonic() < deadline, "no tick acted after the fault healed"

@@ -44,11 +44,15 @@ def test_a_crash_after_the_rollback_acted_never_brings_the_candidate_back(
     # The rollout lives in the fake API too, where the decision's own write lands.
     world.api.put(world.body)
     announced: list[str] = []
+    names: set[str] = set()
 
     async def post(method: str, path: str, *, body: Any = None, **_: Any) -> tuple[int, Any]:
         # The Events the tick posts itself, right after its record (the fake API has no
-        # Events of its own).
+        # Events of its own); a second of the same name is refused, as the API server does.
         assert (method, path) == ("POST", f"/api/v1/namespaces/{NAMESPACE}/events")
+        if body["metadata"]["name"] in names:
+            return 409, {"reason": "AlreadyExists"}
+        names.add(body["metadata"]["name"])
         if body["reason"] in OUTCOMES:
             announced.append(body["reason"])
         return 201, body
@@ -83,3 +87,58 @@ def test_a_crash_after_the_rollback_acted_never_brings_the_candidate_back(
         # announced again (here at once, its analysis being due; with less evidence in the
         # new window it would first render the candidate's weight again).
         assert len(announced) == 2, announced
+
+
+@pytest.mark.parametrize("dies", ["before-the-post", "after-the-post"])
+def test_the_outcome_event_is_posted_once_whenever_the_operator_dies_in_its_tick(
+    monkeypatch: pytest.MonkeyPatch, dies: str
+) -> None:
+    """Killed between the decision's record and its Event's POST, or between the POST and
+    the end of the tick: the next operator finds the Events recorded with the decision and
+    posts what did not go out; the API server refuses a second Event of the same name."""
+    fake_triton(monkeypatch)
+    world = RolloutWorld(script=failing)
+    world.controller.record_decisions_first = True
+    world.api.put(world.body)
+    posted: dict[str, str] = {}
+    crash = {"armed": True}
+
+    class Killed(BaseException):
+        """The process ends here (not an error any handler would catch)."""
+
+    async def post(method: str, path: str, *, body: Any = None, **_: Any) -> tuple[int, Any]:
+        assert (method, path) == ("POST", f"/api/v1/namespaces/{NAMESPACE}/events")
+        name = body["metadata"]["name"]
+        if body["reason"] in OUTCOMES and crash["armed"] and dies == "before-the-post":
+            crash["armed"] = False
+            raise Killed
+        if name in posted:
+            return 409, {"reason": "AlreadyExists", "message": f"events {name!r} already exists"}
+        posted[name] = body["reason"]
+        if body["reason"] in OUTCOMES and crash["armed"]:
+            crash["armed"] = False
+            raise Killed  # after the POST landed
+        return 201, body
+
+    world.api.request = post  # type: ignore[attr-defined]
+    for _ in range(40):
+        world.now += timedelta(seconds=5)
+        try:
+            result = asyncio.run(world.controller.reconcile(copy.deepcopy(world.body)))
+        except Killed:
+            # Kopf's status write never happens; a new operator reads the rollout anew.
+            world.restart()
+            world.body = _stored(world)
+            assert world.body["status"]["announcing"], "the record holds the Events"
+            continue
+        stored = _stored(world).get("status") or {}
+        status = {**stored, **result.status}
+        world.body["status"] = {k: v for k, v in status.items() if v is not None}
+        world.api.put(world.body)
+        if world.body["status"].get("stage") == "RolledBack" and not crash["armed"]:
+            break
+    assert not crash["armed"], "the tick never got to the Event"
+    assert world.body["status"]["stage"] == "RolledBack"
+    assert "announcing" not in world.body["status"]
+    outcomes = [reason for reason in posted.values() if reason in OUTCOMES]
+    assert len(outcomes) == 1, posted

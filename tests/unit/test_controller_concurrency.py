@@ -932,8 +932,8 @@ def test_a_request_that_arrives_while_a_tick_runs_is_acted_on_once_at_the_next(
         cluster.annotate("abort/1")
 
     # The tick read the rollout without the annotation; the user's write lands while the
-    # tick applies; Kopf's status patch after it leaves the annotation as it is.
-    cluster.api.at(lambda call: call.verb == "apply", abort)
+    # tick reads the owned objects; Kopf's status patch after it leaves the annotation as it is.
+    cluster.api.at(lambda call: call.verb == "list", abort)
     cluster.now += timedelta(seconds=60)
     asyncio.run(operator.fire(NAMESPACE, NAME))
     assert cluster.stage() == "Progressing"

@@ -56,11 +56,15 @@ def progressing(monkeypatch: pytest.MonkeyPatch, spec: dict[str, Any] = ROUTED) 
 
 
 def nudge_route(world: RolloutWorld) -> None:
-    """Someone edits the route's weights: the next tick patches them back (and so meets a
-    fault injected on the route's patch)."""
+    """Someone edits the route's weights and the owned objects' labels: the next tick patches
+    and applies them back (and so meets a fault injected on the route's patch or on an
+    apply; an unchanged object is not applied again)."""
     route = world.api.objects[("HTTPRoute", "prod", "gelu")]
     for ref in route["spec"]["rules"][0]["backendRefs"]:
         ref["weight"] = 33  # no weight the rollout ever sets
+    for (kind, _, _), obj in world.api.objects.items():
+        if kind in ("ConfigMap", "Deployment", "Service"):
+            obj["metadata"].setdefault("labels", {})["app.kubernetes.io/name"] = "edited"
 
 
 def tracebacks(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -156,9 +160,11 @@ def test_a_refused_promotion_is_not_recorded_as_one(monkeypatch: pytest.MonkeyPa
 def test_each_distinct_problem_is_one_event(monkeypatch: pytest.MonkeyPatch) -> None:
     world = progressing(monkeypatch)
     world.api.fail("apply", "Deployment", status=403)
+    nudge_route(world)
     world.tick()
     world.api.heal()
     world.api.fail("apply", "Service", status=422, message="spec.ports[0].port: Invalid value")
+    nudge_route(world)
     world.tick(seconds=PERMANENT_RECHECK_SECONDS)
     assert world.condition("Stalled") == ("True", "ApplyRejected")
     assert "spec.ports[0].port" in world.condition_message("Stalled")

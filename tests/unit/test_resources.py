@@ -14,12 +14,14 @@ from gelu_rollout.resources.desired import (
     arm_replicas,
     candidate_traffic_weight,
     desired_resources,
+    fingerprinted,
     needs_apply,
     repositories_for,
     repository_problems,
     stale_objects,
 )
 from gelu_rollout.resources.names import (
+    ANNOTATION_RENDERED,
     ARMS,
     OwnerRef,
     arm_name,
@@ -719,3 +721,40 @@ def test_negative_replicas_are_refused() -> None:
     files = render_repository("gelu-mlp", "exact")
     with pytest.raises(ValueError, match="replicas"):
         render_deployment(OWNER, make_spec().model, "baseline", EXACT_SOURCE(files), -1)
+
+
+# -- the fingerprint that makes an unchanged object cost no apply ----------------------------
+
+
+def test_each_rendered_object_carries_a_fingerprint_of_its_own_rendering() -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "s", "labels": {"a": "1"}},
+        "spec": {"selector": {"app": "x", "arm": "baseline"}, "ports": [{"port": 8000}]},
+    }
+    first = fingerprinted(service)
+    assert (
+        first["metadata"]["annotations"][ANNOTATION_RENDERED]
+        == (
+            fingerprinted(json.loads(json.dumps(service)))["metadata"]["annotations"][
+                ANNOTATION_RENDERED
+            ]
+        )
+    )
+    assert "annotations" not in service["metadata"]  # the rendering itself is left alone
+    # Live as the API server keeps it: the same, plus fields of its own.
+    live = json.loads(json.dumps(first))
+    live["metadata"]["resourceVersion"] = "7"
+    live["spec"]["clusterIP"] = "10.0.0.1"
+    live["spec"]["ports"][0]["protocol"] = "TCP"
+    assert not needs_apply(first, live)
+    # The rendering drops a selector key: the live object still covers every rendered field,
+    # but not the new fingerprint, so the apply that drops the key is not skipped.
+    narrower = json.loads(json.dumps(service))
+    del narrower["spec"]["selector"]["arm"]
+    assert not needs_apply(narrower, live)
+    assert needs_apply(fingerprinted(narrower), live)
+    # Drift by another hand on a rendered field: applied again.
+    live["spec"]["ports"][0]["port"] = 9000
+    assert needs_apply(first, live)

@@ -19,17 +19,21 @@ A finished rollout keeps its candidate Deployment (at 0 replicas) and Services, 
 objects is the same in every stage and needs no deletion; ConfigMaps of revisions no longer
 served are reported by :func:`stale_objects` for the caller to delete. Everything is removed by
 garbage collection when the rollout is deleted (owner references). :func:`needs_apply` tells
-whether a live object already matches its desired form, so an unchanged rollout writes nothing.
+whether a live object already matches its desired form, so an unchanged rollout writes nothing:
+each object carries its own fingerprint (:func:`fingerprinted`), so "matches" also means "was
+applied from this rendering", after a restart of the operator too.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from gelu_rollout.resources.names import Arm, OwnerRef
+from gelu_rollout.resources.names import ANNOTATION_RENDERED, Arm, OwnerRef
 from gelu_rollout.resources.pod_settings import arm_pod
 from gelu_rollout.resources.traffic import render_services, replica_split
 from gelu_rollout.resources.workloads import ArmSource, render_config_map, render_deployment
@@ -147,7 +151,7 @@ def desired_resources(
         for arm, source in arms
         if source.in_config_map
     ]
-    return [
+    rendered = [
         *config_maps,
         render_deployment(
             owner,
@@ -172,6 +176,25 @@ def desired_resources(
             candidate_weight=candidate_traffic_weight(status),
         ),
     ]
+    return [fingerprinted(obj) for obj in rendered]
+
+
+def fingerprinted(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` with its own fingerprint in the annotation ``gelu.dev/rendered``: a digest of
+    the object as rendered without it.
+
+    Applied with the object, it tells a later tick (of this process or of the next) whether
+    the live object was applied from this very rendering: :func:`needs_apply` of a
+    fingerprinted object is False only if the live one carries the same fingerprint and every
+    field rendered (no drift by another hand). A field the operator stops rendering changes
+    the fingerprint, so that apply, which drops the field, is not skipped.
+    """
+    digest = hashlib.blake2b(
+        json.dumps(obj, sort_keys=True, default=dict).encode(), digest_size=12
+    ).hexdigest()
+    metadata = dict(obj.get("metadata") or {})
+    metadata["annotations"] = {**(metadata.get("annotations") or {}), ANNOTATION_RENDERED: digest}
+    return {**obj, "metadata": metadata}
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -80,23 +80,61 @@ def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
 
 @dataclass
 class _Store:
-    """One kind's objects with the selector's labels, in one namespace or in all of them."""
+    """One kind's objects with the selector's labels, in one namespace or in all of them,
+    also indexed by namespace and the value of ``index_label`` (one rollout's objects)."""
 
     kind: Kind
     namespace: str | None
-    objects: dict[tuple[str, str], Object] = field(default_factory=dict)
+    index_label: str | None = None
     synced: bool = False
     task: asyncio.Task[None] | None = None
+    objects: dict[tuple[str, str], Object] = field(default_factory=dict)
+    _index: dict[tuple[str, str | None], dict[str, Object]] = field(default_factory=dict)
+
+    def _bucket(self, obj: Mapping[str, Any]) -> tuple[str, str | None]:
+        value = _labels(obj).get(self.index_label) if self.index_label else None
+        return _address(obj)[0], None if value is None else str(value)
+
+    def get(self, address: tuple[str, str]) -> Object | None:
+        return self.objects.get(address)
 
     def put(self, obj: Object) -> None:
         address = _address(obj)
         if _newer(obj, self.objects.get(address)):
+            self.pop(address)
             self.objects[address] = obj
+            self._index.setdefault(self._bucket(obj), {})[address[1]] = obj
+
+    def pop(self, address: tuple[str, str]) -> None:
+        old = self.objects.pop(address, None)
+        if old is not None:
+            bucket = self._bucket(old)
+            self._index.get(bucket, {}).pop(address[1], None)
+            if not self._index.get(bucket):
+                self._index.pop(bucket, None)
+
+    def replace(self, items: list[Object]) -> None:
+        self.objects.clear()
+        self._index.clear()
+        for obj in items:
+            self.put(obj)
+
+    def select(self, namespace: str | None, indexed: str | None) -> list[Object]:
+        """The objects in ``namespace`` (all when None) whose ``index_label`` is ``indexed``
+        (any when None)."""
+        if namespace is not None and indexed is not None:
+            return list(self._index.get((namespace, indexed), {}).values())
+        return [
+            obj
+            for (where, _), obj in self.objects.items()
+            if namespace is None or where == namespace
+        ]
 
 
 class CachedKubeClient(KubeClient):
     """:class:`KubeClient`, with ``get`` and ``list`` of ``kinds`` served from a watch of the
-    objects that carry ``selector`` (equalities, ``key=value,...``).
+    objects that carry ``selector`` (equalities, ``key=value,...``). A list that names
+    ``index_label`` (the rollout's label) is answered from that label's index, not by a scan.
 
     A watch per kind covers ``namespaces``, one each, or every namespace when none are given
     (what the operator's RBAC lets it watch). It starts with the first read of its kind.
@@ -108,6 +146,7 @@ class CachedKubeClient(KubeClient):
         *,
         kinds: Iterable[Kind],
         selector: str,
+        index_label: str | None = None,
         namespaces: Sequence[str] = (),
         timeout_seconds: float = 10.0,
         watch_seconds: int = WATCH_SECONDS,
@@ -119,6 +158,7 @@ class CachedKubeClient(KubeClient):
         self.selector = selector
         self.kinds = frozenset(kinds)
         self.watch_seconds = watch_seconds
+        self.index_label = index_label
         self._wanted = wanted
         self._per_namespace = bool(namespaces)
         self._stores: dict[tuple[Kind, str | None], _Store] = {}
@@ -133,17 +173,16 @@ class CachedKubeClient(KubeClient):
         self._stores.clear()
         await super().close()
 
-    def cached(self, kind: Kind, namespace: str | None) -> list[Object] | None:
-        """What the store holds of ``kind`` in ``namespace``; None where it holds nothing
-        current (not synced yet, or its watch broken): such reads go to the server."""
+    def cached(
+        self, kind: Kind, namespace: str | None, indexed: str | None = None
+    ) -> list[Object] | None:
+        """What the store holds of ``kind`` in ``namespace`` (with ``index_label`` at
+        ``indexed``, where given); None where it holds nothing current (not synced yet, or
+        its watch broken): such reads go to the server."""
         store = self._store(kind, namespace)
         if store is None or not store.synced:
             return None
-        return [
-            obj
-            for (where, _), obj in store.objects.items()
-            if namespace is None or where == namespace
-        ]
+        return store.select(namespace, indexed)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -151,7 +190,8 @@ class CachedKubeClient(KubeClient):
         self, kind: Kind, namespace: str | None, label_selector: str | None = None
     ) -> list[Object]:
         wanted = parse_equalities(label_selector or "")
-        held = self.cached(kind, namespace)
+        indexed = (wanted or {}).get(self.index_label) if self.index_label else None
+        held = self.cached(kind, namespace, indexed)
         # Within the cache's own selector only: anything else the store may not hold.
         if held is None or wanted is None or not wanted.items() >= self._wanted.items():
             return await super().list(kind, namespace, label_selector)
@@ -163,7 +203,7 @@ class CachedKubeClient(KubeClient):
     ) -> Object | None:
         store = self._store(kind, namespace) if subresource is None else None
         if store is not None and store.synced:
-            found = store.objects.get((namespace or "", name))
+            found = store.get((namespace or "", name))
             if found is not None:
                 return copy.deepcopy(found)
         # Not the operator's (a name it is about to take, say), or not held yet: the server.
@@ -193,7 +233,7 @@ class CachedKubeClient(KubeClient):
         deleted = await super().delete(kind, namespace, name)
         store = self._store(kind, namespace, start=False)
         if store is not None:
-            store.objects.pop((namespace or "", name), None)
+            store.pop((namespace or "", name))
         return deleted
 
     def _remember(self, written: Object, kind: Kind | None = None) -> Object:
@@ -206,7 +246,7 @@ class CachedKubeClient(KubeClient):
             if _matches(written, self._wanted):
                 store.put(copy.deepcopy(written))
             else:  # its labels were taken off: no longer the operator's to hold
-                store.objects.pop(_address(written), None)
+                store.pop(_address(written))
         return written
 
     # -- the watches -------------------------------------------------------------------------
@@ -219,7 +259,7 @@ class CachedKubeClient(KubeClient):
         scope = namespace if self._per_namespace else None
         store = self._stores.get((kind, scope))
         if store is None and start:
-            store = self._stores[(kind, scope)] = _Store(kind, scope)
+            store = self._stores[(kind, scope)] = _Store(kind, scope, self.index_label)
             store.task = asyncio.get_running_loop().create_task(
                 self._keep(store), name=f"watch {kind.plural} in {scope or 'all namespaces'}"
             )
@@ -254,7 +294,7 @@ class CachedKubeClient(KubeClient):
 
     async def _relist(self, store: _Store) -> str:
         items, version = await super().list_versioned(store.kind, store.namespace, self.selector)
-        store.objects = {_address(obj): obj for obj in items}
+        store.replace(items)
         store.synced = True
         return version
 
@@ -278,7 +318,7 @@ class CachedKubeClient(KubeClient):
             obj = {"apiVersion": store.kind.api_version, "kind": store.kind.kind, **changed}
             if kind != "DELETED" and _matches(obj, self._wanted):
                 store.put(obj)
-            elif _newer(obj, store.objects.get(_address(obj))):
+            elif _newer(obj, store.get(_address(obj))):
                 # Not if the operator wrote it again since (deleted and created anew).
-                store.objects.pop(_address(obj), None)
+                store.pop(_address(obj))
         return version
