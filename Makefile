@@ -22,10 +22,11 @@ contracts: setup
 	$(BIN)/lint-imports --no-cache
 
 # Two workers (pytest-xdist), a whole test file each at a time: the end-to-end files spend most
-# of their time waiting for their rollouts' steps, so two of them share the two cores.
+# of their time waiting for their rollouts' steps, so two of them share the two cores. In the
+# order collected (tests/conftest.py puts the longest files first), not xdist's largest first.
 PYTEST_WORKERS ?= 2
 test: setup lint typecheck contracts
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: setup
 	$(BIN)/gelu-rollout bench decisions --json bench-decisions.json

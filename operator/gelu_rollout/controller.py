@@ -101,13 +101,13 @@ minutes, and the timer's other firings cost no API request."""
 
 EVENT_COMPONENT: Final = "kopf"
 EVENT_MESSAGE_LIMIT: Final = 1024
+"""The Events the tick posts itself look as Kopf's do (its component and message length),
+but for their names, fixed with the decision (see ANNOUNCING) where Kopf's are generated."""
 ANNOUNCING: Final = "announcing"
 """A status field between a decision's record and the end of its tick: the Events that
 announce the decision, each with the name it is posted under. A tick that finds it (the
 process died in between) posts them again under the same names, which the API server refuses
 for those already there: each is posted once whatever the crash."""
-"""The Events the tick posts itself look as Kopf's do (its default prefix, component and
-message length)."""
 
 TERMINAL_STAGES: Final = frozenset(stage.value for stage in Stage if stage.terminal)
 

@@ -288,24 +288,33 @@ async def _run_round(stack: Lab, round_no: int, rng: random.Random, record: Reco
         for t in tracked[:3]:
             await traffic.enter_async_context(stack.traffic(t.name, RATE_PER_S, ROLLOUT_TIMEOUT_S))
         deadline = time.monotonic() + ROLLOUT_TIMEOUT_S
-        while not all(stage(stack.rollout(t.name)) in TERMINAL for t in tracked):
+
+        async def spring_traps() -> None:
+            for trap in [trap for trap in traps if trap.trigger.seen.is_set()]:
+                traps.remove(trap)
+                await killer.kill_and_restart(
+                    tracked, {trap.rollout: trap.phase}, release=trap.trigger
+                )
+
+        # Until every rollout is finished and no trap is left holding a request: the last
+        # outcome's own trap springs after its record made it finished.
+        while not all(stage(stack.rollout(t.name)) in TERMINAL for t in tracked) or any(
+            trap.trigger.seen.is_set() for trap in traps
+        ):
             assert time.monotonic() < deadline, (
                 f"round {round_no}: not finished in {ROLLOUT_TIMEOUT_S:g}s: "
                 f"{[(t.name, t.stages) for t in tracked]}\n{_where_they_are(stack, tracked)}\n"
                 f"{_recent_requests(stack)}\n{stack.operator.log_tail()}"
             )
             _observe(stack, tracked)
-            for trap in [trap for trap in traps if trap.trigger.seen.is_set()]:
-                traps.remove(trap)
-                await killer.kill_and_restart(
-                    tracked, {trap.rollout: trap.phase}, release=trap.trigger
-                )
+            await spring_traps()
             await killer.maybe_kill(tracked)
             await asyncio.sleep(POLL_S)
         # A moment after the outcome, for the just-after kills and the candidates to settle.
         settle = time.monotonic() + 10
         while time.monotonic() < settle:
             _observe(stack, tracked)
+            await spring_traps()
             await killer.maybe_kill(tracked)
             await asyncio.sleep(POLL_S)
         # Then no more kills: the outcome is recorded before it is acted on, and the last start

@@ -81,7 +81,7 @@ def _newer(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> bool:
 @dataclass
 class _Store:
     """One kind's objects with the selector's labels, in one namespace or in all of them,
-    also indexed by namespace and the value of ``index_label`` (one rollout's objects)."""
+    also indexed by the pair (namespace, value of ``index_label``): one rollout's objects."""
 
     kind: Kind
     namespace: str | None
