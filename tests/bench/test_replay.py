@@ -193,6 +193,8 @@ def test_plan_feasibility_is_read_from_what_the_rollout_reports() -> None:
     assert plan_feasibility(decision([], other)) is False
     normal = EmitEvent("Normal", "StepAdvanced", "step 2")
     assert plan_feasibility(decision([], normal)) is None
+    later = EmitEvent("Normal", "PowerPlanNeedsExtension", "errorRate needs about 2,656 ...")
+    assert plan_feasibility(decision([entry], later)) is False  # not within the plan
 
 
 def test_our_policy_reports_what_the_power_plan_said() -> None:

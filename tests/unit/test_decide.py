@@ -344,3 +344,29 @@ def test_harm_at_a_step_fails_it_however_clean_the_steps_before() -> None:
     assert driver.status.stage is Stage.ROLLED_BACK
     failing = [e for e in driver.status.ledger if e.verdict == "Fail"]
     assert {e.step for e in failing} == {1}
+
+
+@pytest.mark.parametrize(
+    ("failures_per_tick", "moves_on"),
+    [
+        # One failure in 900 requests: a burn of 1.1, above the tolerated 1, but the
+        # failure test's evidence favours the tolerance (an e-value below one).
+        ((1.0, 0.0, 0.0), True),
+        # Six in 900, a burn of 6.7: not yet significant, but the evidence favours harm.
+        ((2.0, 2.0, 2.0), False),
+    ],
+)
+def test_a_step_moves_on_unless_its_evidence_favours_harm(
+    failures_per_tick: tuple[float, ...], moves_on: bool
+) -> None:
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    for failures in failures_per_tick:
+        windows = driver.windows()
+        driver.tick(candidate=arm(requests=300.0, failures=failures, windows=windows))
+    assert driver.status.stage is Stage.PROGRESSING
+    assert (driver.status.step_index == 1) is moves_on
+    error_rate = next(r for r in driver.decisions[-1].results if r.gate == "errorRate")
+    assert error_rate.value is not None
+    assert error_rate.value > 1.0  # above the tolerance
+    assert error_rate.verdict.value == "Inconclusive"

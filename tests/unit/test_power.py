@@ -105,3 +105,20 @@ def test_plenty_of_traffic_meets_the_plan_and_passes_on_power() -> None:
     assert passed
     assert passed[-1].basis == "power"
     assert not any(e.reason == "PowerPlanInfeasible" for d in driver.decisions for e in d.events)
+
+
+def test_a_plan_that_needs_the_extension_says_so_once_without_a_warning() -> None:
+    """At 40 candidate requests a minute at 10% (200 at 50%) the planned 6 minutes bring
+    about 1,400 requests, short of the error-rate plan; the 10-minute extension at 50% brings
+    enough. The rollout says so in one Normal Event, and warns of nothing."""
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    for _ in range(3):
+        driver.tick(candidate=arm(requests=40.0, windows=driver.windows()))
+    events = [e for d in driver.decisions for e in d.events]
+    noted = [e for e in events if e.reason == "PowerPlanNeedsExtension"]
+    assert len(noted) == 1
+    assert noted[0].type == "Normal"
+    assert "errorRate needs about" in noted[0].message
+    assert "extension" in noted[0].message
+    assert not any(e.reason == "PowerPlanInfeasible" for e in events)

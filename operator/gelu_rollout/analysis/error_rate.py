@@ -21,7 +21,7 @@ from gelu_rollout.analysis.sequential import (
     binomial_upper_tail,
     format_evalue,
 )
-from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.analysis.verdict import GateResult, Verdict, no_harm_shown
 
 GATE = "errorRate"
 
@@ -134,7 +134,7 @@ def error_rate_gate(
             n,
             evidence.seconds,
             f"{n:.0f} requests, burn {burn:.2f}, {versus}; {wanted}",
-            harmless=within,
+            harmless=no_harm_shown(within, log_e),
             bound=bound,
         )
     if not within:
@@ -147,7 +147,7 @@ def error_rate_gate(
             evidence.seconds,
             f"candidate burn rate {burn:.2f} above {max_burn_rate:g} but not yet significant "
             f"(evidence {format_evalue(log_e)} of {1 / alpha:.3g}); {versus}",
-            harmless=False,
+            harmless=no_harm_shown(False, log_e),
             bound=bound,
         )
     how = (

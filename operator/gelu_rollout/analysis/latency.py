@@ -34,7 +34,7 @@ from gelu_rollout.analysis.sequential import (
     scale_free_log_evalue,
 )
 from gelu_rollout.analysis.tail_latency import FLOOR_COST, RATIO_ALTERNATIVES
-from gelu_rollout.analysis.verdict import GateResult, Verdict
+from gelu_rollout.analysis.verdict import GateResult, Verdict, no_harm_shown
 
 REGRESSION_GATE = "latencyRegression"
 CEILING_GATE = "latencyCeiling"
@@ -155,10 +155,10 @@ def _tail_regression_gate(
         else None
     )
     detects = f"a +{detect_regression or 0:.0%} P99 regression with power {power:.0%}"
-    # No evidence of harm: enough data, and the exceedance ratio's estimate below the
-    # smallest ratio the test looks for.
-    no_harm = ratio is None or ratio < RATIO_ALTERNATIVES[0]
-    if needed is not None and tail.candidate_requests >= needed and no_harm:
+    # A pass needs the exceedance ratio's estimate below the smallest ratio the test looks
+    # for; moving on needs only that the evidence does not favour harm.
+    below = ratio is None or ratio < RATIO_ALTERNATIVES[0]
+    if needed is not None and tail.candidate_requests >= needed and below:
         return GateResult(
             REGRESSION_GATE,
             Verdict.PASS,
@@ -179,7 +179,7 @@ def _tail_regression_gate(
         tail.candidate_requests,
         evidence.seconds,
         f"{counts} (exceedance ratio {shown}, {evidence_text}); {wanted} to catch {detects}",
-        harmless=no_harm and tail.candidate_requests > 0,
+        harmless=no_harm_shown(below, log_e) and tail.candidate_requests > 0,
     )
 
 
@@ -264,6 +264,7 @@ def _sampled_regression_gate(
             evidence.seconds,
             f"{m.n} of {min_ticks} latency ticks needed; candidate/baseline {ratio:.2f}x",
             bound=bound,
+            harmless=no_harm_shown(ratio <= limit, log_e),
         )
     # Pass when the mean is within PASS_SLACK standard errors of the limit:
     # per-tick P99s are noisy, and a candidate near the limit should not wait
@@ -284,6 +285,7 @@ def _sampled_regression_gate(
             f"+/-{math.expm1(error):.0%}; not within the {limit:.2f}x limit yet "
             f"({evidence_text})",
             bound=bound,
+            harmless=no_harm_shown(ratio <= limit, log_e),
         )
     return GateResult(
         REGRESSION_GATE,
@@ -341,6 +343,7 @@ def _histogram_ceiling_gate(
         evidence.seconds,
         f"{counts}; at most 1% and {needed or 0:,.0f} requests needed to pass",
         bound=bound,
+        harmless=no_harm_shown(share <= CEILING_SHARE, log_e),
     )
 
 
@@ -397,6 +400,7 @@ def latency_ceiling_gate(
             f"candidate P99 {typical:.1f} ms over {m.n} ticks (ceiling {ceiling_ms:g} ms, "
             f"{min_ticks} ticks and a mean under the ceiling needed to pass)",
             bound=bound,
+            harmless=no_harm_shown(typical <= ceiling_ms, log_e),
         )
     return GateResult(
         CEILING_GATE,

@@ -68,6 +68,15 @@ class GateResult:
         )
 
 
+def no_harm_shown(within_tolerance: bool, log_evalue: float) -> bool:
+    """Whether a gate's evidence so far shows no harm: its estimate is within the tolerance,
+    or its failure test's e-value is at most one (the data favour the tolerance over the
+    alternatives the test looks for). A point estimate above the tolerance from a handful
+    of requests (one failure in 300 is a burn of 3.3 at a 99.9% SLO) is not harm; a step
+    moves on, and the failure test keeps judging at the higher weight."""
+    return within_tolerance or log_evalue <= 0.0
+
+
 def inconclusive(
     gate: str, message: str, *, critical: bool = False, no_data: bool = False
 ) -> GateResult:

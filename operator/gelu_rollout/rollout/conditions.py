@@ -49,6 +49,7 @@ class Reason(StrEnum):
     GATE_WITHOUT_DATA = "GateWithoutData"
     GATE_SKIPPED = "GateSkipped"
     POWER_PLAN_INFEASIBLE = "PowerPlanInfeasible"
+    POWER_PLAN_NEEDS_EXTENSION = "PowerPlanNeedsExtension"
     ANALYSIS_RESUMED = "AnalysisResumed"
     NON_FINITE_OUTPUTS = "NonFiniteOutputs"
     FAST_BURN = "FastBurn"

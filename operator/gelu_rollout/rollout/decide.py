@@ -41,6 +41,7 @@ from gelu_rollout.analysis.observations import (
     observation_problem,
     sample_problem,
 )
+from gelu_rollout.analysis.power import format_duration
 from gelu_rollout.analysis.tail_latency import tick_cap
 from gelu_rollout.analysis.verdict import GateResult, Verdict, inconclusive
 from gelu_rollout.rollout.conditions import (
@@ -89,8 +90,10 @@ class AnalysisState:
     look: int = 0
     verdicts: Mapping[str, str] = field(default_factory=dict)
     observed_at: datetime | None = None
-    # Whether this step's infeasible power plan was already reported in an Event.
+    # Whether this step's infeasible power plan was already reported in an Event, and
+    # whether its plan that needs the extension was.
     plan_warned: bool = False
+    plan_noted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +102,7 @@ class AnalysisState:
             "verdicts": dict(self.verdicts),
             "observedAt": self.observed_at.isoformat() if self.observed_at else None,
             "planWarned": self.plan_warned,
+            "planNoted": self.plan_noted,
         }
 
     @staticmethod
@@ -120,6 +124,7 @@ class AnalysisState:
             else {},
             observed_at=_parse_time(observed),
             plan_warned=data.get("planWarned") is True,
+            plan_noted=data.get("planNoted") is True,
         )
 
 
@@ -375,7 +380,7 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
     spec = n.spec
     segments = state.segments
     missing = observations.missing_reason or "metrics unavailable"
-    plan_warned = state.plan_warned
+    plan_warned, plan_noted = state.plan_warned, state.plan_noted
     arms: tuple[ArmObservation, ArmObservation] | None = None
     if observations.baseline is not None and observations.candidate is not None:
         # The longest segment has seen every tick: check against its totals.
@@ -422,7 +427,9 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
                 spec, n.status.step_index, segments, arms, look, sample_missing=sample_missing
             )
         )
-        plan_warned = _plan(n, segments, arms, observations.interval_seconds, state.plan_warned)
+        plan_warned, plan_noted = _plan(
+            n, segments, arms, observations.interval_seconds, (plan_warned, plan_noted)
+        )
     elif sample is not None:
         results = tuple(
             evaluate_gates(
@@ -451,6 +458,7 @@ def _observe(n: _Next, observations: Observations) -> tuple[GateResult, ...] | N
             verdicts={r.gate: r.verdict.value for r in results},
             observed_at=observations.at,
             plan_warned=plan_warned,
+            plan_noted=plan_noted,
         )
     )
     n.update(last_verdict=_overall(results).value)
@@ -479,30 +487,45 @@ def _plan(
     segments: Sequence[StepEvidence],
     arms: tuple[ArmObservation, ArmObservation],
     interval_seconds: float,
-    warned: bool,
-) -> bool:
-    """Put the power plan in the status; warn once per step when a gate cannot be ready by
-    the end of the plan. Returns whether this step has been warned about."""
+    said: tuple[bool, bool],
+) -> tuple[bool, bool]:
+    """Put the power plan in the status, and say once per step what it cannot meet: a
+    Warning when a gate cannot be ready even with the last step's extension, else a Normal
+    Event when a gate needs that extension (its pass will come after the planned time).
+    ``said`` and the result: whether this step has had (the Warning, the Event)."""
+    warned, noted = said
     plans = plan_gates(n.spec, segments, arms, interval_seconds)
     n.update(power_plan=plan_to_status(plans))
+    if n.status.stage is not Stage.PROGRESSING or warned:
+        return warned, noted
     steps = n.spec.traffic.steps
     index = n.status.step_index
     started = n.status.step_started_at or n.now
     elapsed = (n.now - started).total_seconds()
-    schedule = [(max(steps[index].analysis_seconds - elapsed, 0.0), steps[index].weight)]
-    schedule += [(float(s.analysis_seconds), s.weight) for s in steps[index + 1 :]]
-    schedule.append(
-        (float(n.spec.analysis.insufficient_data.max_extension_seconds), steps[-1].weight)
-    )
-    problems = infeasible(plans, schedule, n.status.candidate_weight)
-    if problems and not warned and n.status.stage is Stage.PROGRESSING:
+    planned = [(max(steps[index].analysis_seconds - elapsed, 0.0), steps[index].weight)]
+    planned += [(float(s.analysis_seconds), s.weight) for s in steps[index + 1 :]]
+    extension = float(n.spec.analysis.insufficient_data.max_extension_seconds)
+    weight = n.status.candidate_weight
+    problems = infeasible(plans, [*planned, (extension, steps[-1].weight)], weight)
+    if problems:
         n.event(
             Reason.POWER_PLAN_INFEASIBLE,
             "the plan cannot give every gate the data to pass on power: " + "; ".join(problems),
             warning=True,
         )
-        return True
-    return warned
+        return True, noted
+    if noted:
+        return warned, noted
+    short = infeasible(plans, planned, weight)
+    if short:
+        n.event(
+            Reason.POWER_PLAN_NEEDS_EXTENSION,
+            "the plan's steps do not give every gate the data to pass on power, so the last "
+            f"step will run into its extension (up to {format_duration(extension)}): "
+            + "; ".join(short),
+        )
+        return warned, True
+    return warned, noted
 
 
 def decide(

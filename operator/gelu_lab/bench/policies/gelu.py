@@ -96,12 +96,16 @@ class GeluRolloutPolicy:
 
 
 def plan_feasibility(decision: Decision) -> bool | None:
-    """Whether the rollout says, at this decision, that its power plan lets every gate decide
-    by its step's deadline: False on a ``PowerPlanInfeasible`` Warning (or any Warning saying
-    a gate "cannot decide"), True when the status carries a power plan and no such warning,
-    None when it says nothing. Read from what an on-call engineer reads, never from the data.
+    """Whether the rollout says, at this decision, that its power plan lets every gate pass
+    within the planned time: False on a ``PowerPlanInfeasible`` Warning (or any Warning
+    saying a gate "cannot decide") or a ``PowerPlanNeedsExtension`` Event (a gate needs the
+    last step's extension), True when the status carries a power plan and neither came,
+    None when it says nothing. Read from what an on-call engineer reads, never from the
+    data.
     """
     for event in decision.events:
+        if event.reason == Reason.POWER_PLAN_NEEDS_EXTENSION.value:
+            return False
         if event.type == "Warning" and (
             event.reason == Reason.POWER_PLAN_INFEASIBLE.value or "cannot decide" in event.message
         ):
