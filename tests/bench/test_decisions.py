@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gelu_lab.bench.decisions import Run, benchmark, goals, summarize_policy
+from gelu_lab.bench.decisions import Run, benchmark, goals, silent_fault, summarize_policy
 from gelu_lab.bench.generate import CLASSIC, FAMILIES, FAULTS, SHORT, SHORT_FAULTS, generate_suite
 from gelu_lab.bench.policies.base import Outcome
 from gelu_lab.bench.policies.gelu import GeluRolloutPolicy
@@ -298,3 +298,23 @@ def test_cli_reports_a_bad_scenario_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["bench", "decisions", "--scenarios", str(tmp_path)])
     assert result.exit_code == 1
     assert "format" in result.output
+
+
+def test_a_non_finite_fault_that_never_reaches_an_output_is_silent(
+    small_suite: list[Scenario],
+) -> None:
+    """A NaN fault is silent when no candidate output in the planned ticks was non-finite;
+    healthy scenarios and other faults never are."""
+    burst = next(s for s in small_suite if s.kind == "nan-burst")
+    assert not silent_fault(burst)  # 1% of the onset tick's outputs
+    assert not silent_fault(next(s for s in small_suite if s.kind == "healthy"))
+    assert not silent_fault(next(s for s in small_suite if s.kind == "errors-10x"))
+    model = burst.model
+    assert model is not None
+    rare = tuple(
+        replace(t, candidate=replace(t.candidate, nonfinite_rate=1e-15))
+        if t.candidate.nonfinite_rate > 0
+        else t
+        for t in model.ticks
+    )
+    assert silent_fault(replace(burst, model=replace(model, ticks=rare)))

@@ -18,6 +18,8 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("plan_feasible_rate", "healthy: plan said feasible", "pct"),
     ("healthy_promoted_within_plan_where_feasible_rate", "  of those promoted within plan", "pct"),
     ("severe_detection_rate", "severe faults detected", "pct"),
+    ("severe_detection_rate_where_shown", "  where the plan's data showed them", "pct"),
+    ("silent_faults", "  faults that never showed in the plan", "int"),
     ("moderate_detection_rate", "moderate faults detected", "pct"),
     ("minor_detection_rate", "minor faults detected", "pct"),
     ("median_delay_ticks_severe", "median delay, severe (ticks)", "num"),
