@@ -4,10 +4,12 @@ what each gate needs and warns when a step cannot get it."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from gelu_rollout.analysis.observations import StepEvidence
 from gelu_rollout.analysis.power import (
     Plan,
     binomial_plan_trials,
@@ -18,6 +20,8 @@ from gelu_rollout.analysis.power import (
     zero_failure_proof_requests,
 )
 from gelu_rollout.analysis.sequential import RATE_MULTIPLIERS, binomial_log_evalue
+from gelu_rollout.analysis.tail_latency import LatencyHistogram, TailEvidence
+from gelu_rollout.rollout.power_plan import infeasible, plan_gates, plan_to_status
 from tests.rollout_helpers import Driver, arm, make_spec
 
 ALPHA = 0.01 / 15
@@ -122,3 +126,35 @@ def test_a_plan_that_needs_the_extension_says_so_once_without_a_warning() -> Non
     assert "errorRate needs about" in noted[0].message
     assert "extension" in noted[0].message
     assert not any(e.reason == "PowerPlanInfeasible" for e in events)
+
+
+def test_one_quiet_tick_does_not_make_the_plan_warn() -> None:
+    """A first tick with a single candidate request (a lull, or the route still settling)
+    would make any plan look hopeless; the plan is judged on the step's rate over at least
+    two ticks, and the traffic that follows meets it."""
+    driver = Driver(make_spec())
+    driver.tick(missing=True)
+    driver.tick(candidate=arm(requests=1.0, windows=driver.windows()))
+    for _ in range(2):
+        driver.tick(candidate=arm(requests=1000.0, windows=driver.windows()))
+    reasons = {e.reason for d in driver.decisions for e in d.events}
+    assert "PowerPlanInfeasible" not in reasons
+    assert "PowerPlanNeedsExtension" not in reasons
+    assert driver.status.power_plan  # the plan is in the status from the first tick
+
+
+def test_the_tail_plan_waits_for_the_baseline_and_says_so() -> None:
+    """Until the baseline has shown 1,000 requests the latency tail has no plan yet: the
+    status says so (``planned: false``) and no Event calls it infeasible."""
+    edges = (10.0, 20.0, 40.0, 80.0)
+    thin = LatencyHistogram(edges, (60.0, 30.0, 8.0, 2.0, 0.0))
+    segment = StepEvidence(ticks=3, seconds=180.0, tail=TailEvidence(ticks=3))
+    segment = replace(segment, baseline_latency=thin)
+    latest = (arm(requests=100.0), arm(requests=10.0))
+    plans = plan_gates(make_spec(), (segment,), latest, 60.0)
+    tail = next(p for p in plans if p.gate == "latencyRegression")
+    assert not tail.planned
+    assert tail.needed is None
+    assert not any("latency" in problem for problem in infeasible(plans, [(600.0, 50)], 10))
+    entry = next(e for e in plan_to_status(plans) if e["gate"] == "latencyRegression")
+    assert entry["planned"] is False

@@ -138,6 +138,9 @@ class Plan:
     grows_with_weight: bool = True
     """Whether ``have`` grows in proportion to the candidate's weight (requests, outputs)
     rather than with time alone (ticks)."""
+    planned: bool = True
+    """False while the gate cannot plan yet (the baseline has not shown enough requests to
+    place its tail's edges): no plan is then not a plan that cannot be met."""
 
     @property
     def met(self) -> bool:

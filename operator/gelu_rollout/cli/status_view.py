@@ -375,7 +375,8 @@ def _count(value: object) -> str:
 
 def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
     """What each gate needs before it can pass on power, what it has, and how long the rest
-    takes at the current traffic; a gate that cannot plan is in bold red."""
+    takes at the current traffic; a gate that cannot plan is in bold red (one that has no
+    plan yet, waiting for the baseline's data, is not)."""
     view = _view(rollout)
     table = _table("Power plan (what each gate needs before it can pass on no evidence of harm)")
     for column in ("GATE", "DETECTS", "NEEDED", "HAVE", "UNIT", "MORE"):
@@ -386,8 +387,11 @@ def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
         )
     for entry in view.status.power_plan:
         eta = entry.get("etaSeconds")
+        waiting = entry.get("planned") is False
         if entry.get("met"):
             more = "met"
+        elif waiting:
+            more = "no plan yet"
         elif isinstance(eta, int | float):
             more = human_duration(float(eta))
         else:
@@ -399,7 +403,7 @@ def power_plan_table(rollout: Mapping[str, Any] | RolloutView) -> Table:
             _count(entry.get("have")),
             str(entry.get("unit", "")),
             more,
-            style=FAIL_STYLE if entry.get("needed") is None else None,
+            style=FAIL_STYLE if entry.get("needed") is None and not waiting else None,
         )
     return table
 

@@ -482,6 +482,10 @@ def _without(skipped: Sequence[GateResult]) -> str:
     return "; judged without " + ", ".join(r.gate for r in skipped) + " (optional, no data)"
 
 
+PLAN_TICKS = 2
+"""Ticks of a step before its power plan may be reported as not met in time."""
+
+
 def _plan(
     n: _Next,
     segments: Sequence[StepEvidence],
@@ -496,7 +500,8 @@ def _plan(
     warned, noted = said
     plans = plan_gates(n.spec, segments, arms, interval_seconds)
     n.update(power_plan=plan_to_status(plans))
-    if n.status.stage is not Stage.PROGRESSING or warned:
+    # A step's rates come from its ticks so far; one tick can be a burst or a lull.
+    if n.status.stage is not Stage.PROGRESSING or warned or segments[-1].ticks < PLAN_TICKS:
         return warned, noted
     steps = n.spec.traffic.steps
     index = n.status.step_index

@@ -28,6 +28,11 @@ from gelu_rollout.spec.model import RolloutSpec
 # about a hundred requests, at the noise model of analysis/observations.py.
 PRIOR_TICK_SD = 0.06
 
+# The tail's plan rests on how often a baseline request exceeds its P99 edge: from 1,000
+# baseline requests, about ten exceedances, that rate is known to about +/-30% (Poisson);
+# from fewer, a plan would swing by multiples from one tick to the next.
+TAIL_PLAN_BASELINE_REQUESTS = 1000.0
+
 
 def plan_gates(
     spec: RolloutSpec,
@@ -40,8 +45,7 @@ def plan_gates(
     whole = segments[0]
     alpha = alpha_per_test(spec)
     power = spec.analysis.power
-    baseline_rate = latest[0].requests / interval_seconds if latest else None
-    candidate_rate = latest[1].requests / interval_seconds if latest else None
+    baseline_rate, candidate_rate = _arm_rates(segments[-1], latest, interval_seconds)
     total = (baseline_rate or 0.0) + (candidate_rate or 0.0)
     share = (candidate_rate or 0.0) / total if total > 0 else None
     plans: list[Plan] = []
@@ -70,6 +74,9 @@ def plan_gates(
         latency = gates.latency
         detects = f"a +{latency.detectable_regression:.0%} P99 regression"
         if whole.tail.ticks > 0 and whole.baseline_latency is not None:
+            # Before the baseline has shown enough requests to know how often its P99 edge is
+            # exceeded, there is no plan yet, which is not a plan that cannot be met.
+            placed = whole.baseline_latency.requests >= TAIL_PLAN_BASELINE_REQUESTS
             needed = (
                 tail_requests_for_power(
                     whole.baseline_latency,
@@ -79,7 +86,7 @@ def plan_gates(
                     alpha,
                     power,
                 )
-                if share is not None
+                if share is not None and placed
                 else None
             )
             plans.append(
@@ -90,6 +97,7 @@ def plan_gates(
                     whole.tail.candidate_requests,
                     "candidate requests",
                     candidate_rate,
+                    planned=placed,
                 )
             )
         else:
@@ -126,7 +134,10 @@ def plan_gates(
         else:
             outputs = min(whole.baseline.outputs, whole.candidate.outputs)
             rate = None
-            if latest is not None:
+            step = segments[-1]
+            if step.ticks > 0 and step.seconds > 0:
+                rate = min(step.baseline.outputs, step.candidate.outputs) / step.seconds
+            elif latest is not None:
                 rate = min(sum(latest[0].histogram), sum(latest[1].histogram)) / interval_seconds
         plans.append(
             Plan(
@@ -142,6 +153,21 @@ def plan_gates(
     return tuple(plans)
 
 
+def _arm_rates(
+    step: StepEvidence,
+    latest: tuple[ArmObservation, ArmObservation] | None,
+    interval_seconds: float,
+) -> tuple[float | None, float | None]:
+    """Requests per second to (baseline, candidate) at the current weight: over the current
+    step so far, so that one bursty or quiet tick does not swing the plan; this tick's
+    alone before the step has any."""
+    if step.ticks > 0 and step.seconds > 0:
+        return step.baseline.requests / step.seconds, step.candidate.requests / step.seconds
+    if latest is None:
+        return None, None
+    return latest[0].requests / interval_seconds, latest[1].requests / interval_seconds
+
+
 def infeasible(
     plans: Sequence[Plan], schedule: Sequence[tuple[float, int]], weight: int
 ) -> list[str]:
@@ -154,7 +180,7 @@ def infeasible(
     problems = []
     seconds_left = sum(seconds for seconds, _ in schedule)
     for plan in plans:
-        if plan.met:
+        if plan.met or not plan.planned:
             continue
         if plan.needed is None:
             problems.append(f"{plan.gate} cannot plan to detect {plan.detects} on this traffic")
@@ -195,5 +221,7 @@ def plan_to_status(plans: Sequence[Plan]) -> list[dict[str, object]]:
             entry["etaSeconds"] = round(eta, 1)
         if plan.proof_needed is not None:
             entry["proofNeeded"] = plan.proof_needed
+        if not plan.planned:
+            entry["planned"] = False
         entries.append(entry)
     return entries
