@@ -15,7 +15,7 @@ SUMMARY_ROWS: tuple[tuple[str, str, str], ...] = (
     ("healthy_stalled_rate", "healthy still waiting at the end", "pct"),
     ("median_promote_time_ratio", "time to promote / planned, median", "ratio"),
     ("p90_promote_time_ratio", "time to promote / planned, P90", "ratio"),
-    ("plan_feasible_rate", "healthy: plan said feasible", "pct"),
+    ("plan_feasible_rate", "healthy: plan said feasible within plan", "pct"),
     ("healthy_promoted_within_plan_where_feasible_rate", "  of those promoted within plan", "pct"),
     ("severe_detection_rate", "severe faults detected", "pct"),
     ("severe_detection_rate_where_shown", "  where the plan's data showed them", "pct"),

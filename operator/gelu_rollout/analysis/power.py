@@ -140,7 +140,8 @@ class Plan:
     rather than with time alone (ticks)."""
     planned: bool = True
     """False while the gate cannot plan yet (the baseline has not shown enough requests to
-    place its tail's edges): no plan is then not a plan that cannot be met."""
+    say how often its P99 edge is exceeded): no plan is then not a plan that cannot be
+    met."""
 
     @property
     def met(self) -> bool:
