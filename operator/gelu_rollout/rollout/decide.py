@@ -106,10 +106,15 @@ class AnalysisState:
         }
 
     @staticmethod
+    def observed_at_in(data: Mapping[str, Any]) -> datetime | None:
+        """When the tick behind ``to_dict``'s ``data`` was observed, without reading the rest
+        (the segments are the bulk of it)."""
+        return _parse_time(data.get("observedAt"))
+
+    @staticmethod
     def from_dict(data: Mapping[str, Any]) -> AnalysisState:
         verdicts = data.get("verdicts")
         look = data.get("look")
-        observed = data.get("observedAt")
         raw_segments = data.get("segments")
         segments = (
             tuple(StepEvidence.from_dict(s) for s in raw_segments if isinstance(s, Mapping))
@@ -122,7 +127,7 @@ class AnalysisState:
             verdicts={str(k): str(v) for k, v in verdicts.items()}
             if isinstance(verdicts, Mapping)
             else {},
-            observed_at=_parse_time(observed),
+            observed_at=AnalysisState.observed_at_in(data),
             plan_warned=data.get("planWarned") is True,
             plan_noted=data.get("planNoted") is True,
         )

@@ -40,7 +40,7 @@ in full (a restart of the operator takes seconds); beyond that, the rest is left
 def observation_window_seconds(spec: RolloutSpec, status: RolloutStatus, now: datetime) -> float:
     """The length of the window that ends at ``now`` and that this tick observes."""
     interval = float(spec.analysis.interval_seconds)
-    observed = AnalysisState.from_dict(status.analysis).observed_at
+    observed = AnalysisState.observed_at_in(status.analysis)
     if observed is None:
         return interval
     start = observed
